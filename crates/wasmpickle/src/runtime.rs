@@ -1,0 +1,675 @@
+//! The sandbox: one engine, compiled modules cached by hash, a fresh instance per call.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread;
+use std::time::Duration;
+
+use serde::Deserialize;
+use wasmpickle_format::abi;
+use wasmpickle_format::{Call, CodeHash, CodeRef};
+use wasmtime::{
+    Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport,
+    PoolingAllocationConfig,
+};
+
+use crate::code::{Code, canonical_hash, missing_export};
+use crate::error::{Error, ErrorKind, Result};
+use crate::limits::{Grant, Limits};
+use crate::sandbox::{self, Sandbox};
+
+const WASM_PAGE: u64 = 64 << 10;
+
+/// How a [`Runtime`] is set up. Every setting states its default.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    limits: Limits,
+    grants: Vec<Grant>,
+    max_concurrent_calls: u32,
+    max_module_bytes: usize,
+    epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            limits: Limits::default(),
+            grants: Vec::new(),
+            max_concurrent_calls: 64,
+            max_module_bytes: 64 << 20,
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The limits every call gets, and the cap on what a call may request. Default:
+    /// [`Limits::default`].
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Lets modules import `grant`. Default: nothing is granted, and a module that imports
+    /// anything is refused.
+    pub fn grant(&mut self, grant: Grant) -> &mut Self {
+        if !self.grants.contains(&grant) {
+            self.grants.push(grant);
+            self.grants.sort();
+        }
+        self
+    }
+
+    /// How many calls may run at once; further calls wait for a slot. Each slot reserves
+    /// address space (not memory) for one instance in the pooling allocator. Default: 64.
+    pub fn max_concurrent_calls(&mut self, n: u32) -> &mut Self {
+        self.max_concurrent_calls = n.max(1);
+        self
+    }
+
+    /// The largest module the runtime will compile, in bytes; compiling is the one step whose
+    /// cost the guest controls before any limit applies. Default: 64 MiB.
+    pub fn max_module_bytes(&mut self, bytes: usize) -> &mut Self {
+        self.max_module_bytes = bytes;
+        self
+    }
+
+    /// How often the deadline timer ticks; deadlines fire up to one tick late. Default: 10 ms.
+    pub fn epoch_tick(&mut self, tick: Duration) -> &mut Self {
+        self.epoch_tick = tick.max(Duration::from_millis(1));
+        self
+    }
+}
+
+/// Runs pickled calls in a wasmtime sandbox.
+///
+/// A `Runtime` owns one wasmtime engine and is meant to live as long as the process: create
+/// it once and share it (`Clone` is cheap, and it is `Send + Sync`). Each module is verified
+/// against its hash and compiled once, then every call gets a fresh instance from a pooling
+/// allocator, so nothing a call does is visible to the next and a trapped instance is never
+/// reused.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: Engine,
+    linker: Linker<Sandbox>,
+    config: RuntimeConfig,
+    modules: RwLock<HashMap<CodeHash, Arc<Compiled>>>,
+    compiling: Mutex<HashMap<CodeHash, Arc<Mutex<()>>>>,
+    slots: Slots,
+    ticker_stop: Arc<AtomicBool>,
+    ticker: Option<thread::JoinHandle<()>>,
+}
+
+/// A module compiled and linked, with its ABI exports resolved once.
+pub(crate) struct Compiled {
+    pub(crate) hash: CodeHash,
+    pub(crate) pre: InstancePre<Sandbox>,
+    pub(crate) memory: ModuleExport,
+    pub(crate) alloc: ModuleExport,
+    pub(crate) panic_slot: Option<ModuleExport>,
+    pub(crate) exports: HashMap<Box<str>, Entry>,
+    pub(crate) min_memory_bytes: u64,
+    pub(crate) min_table_elements: u64,
+}
+
+pub(crate) enum Entry {
+    Pickled(ModuleExport),
+    Other(String),
+}
+
+impl Runtime {
+    /// A runtime with the given configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Runtime`] when wasmtime cannot set up the engine (for example when the
+    /// pooling allocator cannot reserve address space).
+    pub fn new(config: &RuntimeConfig) -> Result<Runtime> {
+        let limits = config.limits;
+        let mut pool = PoolingAllocationConfig::new();
+        let slots = config.max_concurrent_calls;
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .max_memory_size(usize::try_from(limits.get_max_memory()).unwrap_or(usize::MAX))
+            .table_elements(usize::try_from(limits.get_max_table_elements()).unwrap_or(usize::MAX))
+            // Reset pages by memset rather than madvise when a slot is reused: fresh-instance
+            // cost is dominated by page faults, and a small guest touches less than this.
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(64 << 10);
+
+        let mut wasm = wasmtime::Config::new();
+        wasm.consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(true)
+            // Threads are off because the `threads` feature of wasmtime is not compiled in.
+            .wasm_relaxed_simd(false)
+            .wasm_multi_memory(false)
+            .parallel_compilation(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| {
+            Error::new(ErrorKind::Runtime, "cannot configure the engine")
+                .with_source(e.into_boxed_dyn_error())
+        })?;
+
+        let mut linker = Linker::new(&engine);
+        for grant in &config.grants {
+            sandbox::define_grant(&mut linker, *grant).map_err(|e| {
+                Error::new(ErrorKind::Runtime, format!("cannot define {grant:?}: {e}"))
+            })?;
+        }
+
+        // The deadline is enforced with epochs: a thread bumps the engine's epoch every tick
+        // and each store traps once its deadline's worth of ticks has passed. It holds a
+        // clone of the engine, so it is stopped explicitly when the runtime is dropped.
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            let tick = config.epoch_tick;
+            thread::Builder::new()
+                .name("wasmpickle-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        thread::park_timeout(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| {
+                    Error::new(ErrorKind::Runtime, "cannot start the epoch timer").with_source(e)
+                })?
+        };
+
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config: config.clone(),
+                modules: RwLock::new(HashMap::new()),
+                compiling: Mutex::new(HashMap::new()),
+                slots: Slots::new(slots),
+                ticker_stop,
+                ticker: Some(ticker),
+            }),
+        })
+    }
+
+    /// The limits every call gets, and the cap on what a call may request.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.config.limits
+    }
+
+    /// The host functions modules may import.
+    pub fn grants(&self) -> &[Grant] {
+        &self.inner.config.grants
+    }
+
+    /// Compiles `code` ahead of the first call, so that calls which carry only its hash can
+    /// run.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidModule`], [`ErrorKind::ForbiddenImport`] or
+    /// [`ErrorKind::AbiViolation`] when the sandbox will not run the module.
+    pub fn load(&self, code: &Code) -> Result<()> {
+        self.compiled(code.hash(), Some(code.wasm()), true)
+            .map(drop)
+    }
+
+    /// True when a module with this hash is compiled and ready.
+    pub fn contains(&self, hash: &CodeHash) -> bool {
+        self.inner
+            .modules
+            .read()
+            .expect("module table poisoned")
+            .contains_key(hash)
+    }
+
+    /// Drops the compiled form of a module. Calls already running are not affected.
+    pub fn forget(&self, hash: &CodeHash) -> bool {
+        self.inner
+            .modules
+            .write()
+            .expect("module table poisoned")
+            .remove(hash)
+            .is_some()
+    }
+
+    /// Runs a call in a fresh sandbox and returns its result.
+    ///
+    /// The module is taken from the runtime's cache by hash; if it is not there and the call
+    /// carries the code inline, the bytes are verified against the hash and compiled first.
+    ///
+    /// # Errors
+    ///
+    /// Every failure has a kind: [`ErrorKind::CodeNotFound`], [`ErrorKind::HashMismatch`],
+    /// [`ErrorKind::MissingExport`], [`ErrorKind::WrongSignature`], [`ErrorKind::BadInput`],
+    /// [`ErrorKind::GuestError`], [`ErrorKind::GuestPanic`], [`ErrorKind::Trap`],
+    /// [`ErrorKind::OutOfFuel`], [`ErrorKind::Deadline`], [`ErrorKind::MemoryLimit`],
+    /// [`ErrorKind::AbiViolation`], and those of [`Runtime::load`].
+    pub fn run(&self, call: &Call) -> Result<Outcome> {
+        let compiled = self.resolve(call.code())?;
+        let func = match compiled.exports.get(call.export()) {
+            Some(Entry::Pickled(func)) => func,
+            Some(Entry::Other(what)) => {
+                return Err(Error::new(
+                    ErrorKind::WrongSignature,
+                    format!(
+                        "export `{}` of {} is {what}, not a function (i32, i32, i32, i32) -> i64",
+                        call.export(),
+                        compiled.hash
+                    ),
+                )
+                .with_code(compiled.hash)
+                .with_export(call.export()));
+            }
+            None => {
+                return Err(missing_export(
+                    compiled.hash,
+                    call.export(),
+                    compiled.exports.iter().filter_map(|(name, e)| match e {
+                        Entry::Pickled(_) => Some(&**name),
+                        Entry::Other(_) => None,
+                    }),
+                ));
+            }
+        };
+        let limits = self.limits().restrict(call.limits());
+        let ticks = ticks_for(limits.get_deadline(), self.inner.config.epoch_tick);
+        let _slot = self.inner.slots.acquire();
+        sandbox::invoke(&self.inner.engine, &compiled, func, call, &limits, ticks)
+    }
+
+    /// Decodes a call pickle and runs it; see [`Runtime::run`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Decode`] or [`ErrorKind::Version`] for bytes that are not a call pickle
+    /// this build reads, then as [`Runtime::run`].
+    pub fn run_bytes(&self, pickle: &[u8]) -> Result<Outcome> {
+        self.run(&Call::from_bytes(pickle)?)
+    }
+
+    fn resolve(&self, code: &CodeRef) -> Result<Arc<Compiled>> {
+        if let Some(c) = self.cached(&code.hash()) {
+            return Ok(c);
+        }
+        match code.wasm() {
+            Some(wasm) => self.compiled(code.hash(), Some(wasm), false),
+            None => Err(Error::new(
+                ErrorKind::CodeNotFound,
+                format!("code {} is not loaded in this runtime", code.hash()),
+            )
+            .with_code(code.hash())),
+        }
+    }
+
+    fn cached(&self, hash: &CodeHash) -> Option<Arc<Compiled>> {
+        self.inner
+            .modules
+            .read()
+            .expect("module table poisoned")
+            .get(hash)
+            .cloned()
+    }
+
+    /// Compiles a module at most once per hash, even when several threads ask at once.
+    fn compiled(
+        &self,
+        hash: CodeHash,
+        wasm: Option<&Arc<[u8]>>,
+        verified: bool,
+    ) -> Result<Arc<Compiled>> {
+        if let Some(c) = self.cached(&hash) {
+            return Ok(c);
+        }
+        let gate = self
+            .inner
+            .compiling
+            .lock()
+            .expect("compile gates poisoned")
+            .entry(hash)
+            .or_default()
+            .clone();
+        let result = {
+            let _held = gate.lock().expect("compile gate poisoned");
+            match self.cached(&hash) {
+                Some(c) => Ok(c),
+                None => self.compile(hash, wasm, verified).map(|c| {
+                    let c = Arc::new(c);
+                    self.inner
+                        .modules
+                        .write()
+                        .expect("module table poisoned")
+                        .insert(hash, c.clone());
+                    c
+                }),
+            }
+        };
+        self.inner
+            .compiling
+            .lock()
+            .expect("compile gates poisoned")
+            .remove(&hash);
+        result
+    }
+
+    fn compile(
+        &self,
+        hash: CodeHash,
+        wasm: Option<&Arc<[u8]>>,
+        verified: bool,
+    ) -> Result<Compiled> {
+        let wasm = wasm.ok_or_else(|| {
+            Error::new(
+                ErrorKind::CodeNotFound,
+                format!("code {hash} is not loaded in this runtime"),
+            )
+            .with_code(hash)
+        })?;
+        let max = self.inner.config.max_module_bytes;
+        if wasm.len() > max {
+            return Err(Error::new(
+                ErrorKind::InvalidModule,
+                format!(
+                    "module {hash} is {} bytes, more than this runtime compiles ({max})",
+                    wasm.len()
+                ),
+            )
+            .with_code(hash));
+        }
+        // The hash is checked before the compiler sees a byte: a pickle whose code does not
+        // match its address is refused, never run under a name it does not have.
+        if !verified {
+            let actual = canonical_hash(wasm).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidModule,
+                    format!("module claimed as {hash} is not valid"),
+                )
+                .with_code(hash)
+                .with_source(e)
+            })?;
+            if actual != hash {
+                return Err(Error::new(
+                    ErrorKind::HashMismatch,
+                    format!("module bytes hash to {actual}, but the pickle names {hash}"),
+                )
+                .with_code(hash));
+            }
+        }
+        let started = std::time::Instant::now();
+        let module = Module::new(&self.inner.engine, wasm).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidModule,
+                format!("module {hash} does not compile"),
+            )
+            .with_code(hash)
+            .with_source(e.into_boxed_dyn_error())
+        })?;
+        tracing::debug!(code = %hash, bytes = wasm.len(), ms = started.elapsed().as_secs_f64() * 1e3, "compiled module");
+        self.link(hash, module)
+    }
+
+    fn link(&self, hash: CodeHash, module: Module) -> Result<Compiled> {
+        let imports: Vec<String> = module
+            .imports()
+            .map(|i| format!("{}.{}", i.module(), i.name()))
+            .collect();
+        let refused: Vec<String> = module
+            .imports()
+            .filter(|i| {
+                i.module() != abi::IMPORT_MODULE
+                    || !Grant::from_import_name(i.name())
+                        .is_some_and(|g| self.grants().contains(&g))
+            })
+            .map(|i| format!("{}.{}", i.module(), i.name()))
+            .collect();
+        if !refused.is_empty() {
+            return Err(Error::new(
+                ErrorKind::ForbiddenImport,
+                format!(
+                    "module {hash} imports {}, which this runtime does not grant (its imports: {})",
+                    refused.join(", "),
+                    imports.join(", ")
+                ),
+            )
+            .with_code(hash)
+            .with_imports(imports));
+        }
+        let pre = self.inner.linker.instantiate_pre(&module).map_err(|e| {
+            Error::new(
+                ErrorKind::ForbiddenImport,
+                format!("module {hash} cannot be linked"),
+            )
+            .with_code(hash)
+            .with_imports(imports.clone())
+            .with_source(e.into_boxed_dyn_error())
+        })?;
+
+        let abi_export = |name: &str, what: &str| {
+            module.get_export_index(name).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::AbiViolation,
+                    format!("module {hash} does not export {what} `{name}` (see docs/abi.md)"),
+                )
+                .with_code(hash)
+            })
+        };
+        let mut exports = HashMap::new();
+        let mut memory_ok = false;
+        let mut alloc_ok = false;
+        for export in module.exports() {
+            let ty = export.ty();
+            let entry = match ty.func() {
+                Some(f) if sandbox::is_pickled(f) => Entry::Pickled(
+                    module
+                        .get_export_index(export.name())
+                        .expect("the export was just listed"),
+                ),
+                Some(f) => {
+                    if export.name() == abi::ALLOC_EXPORT {
+                        alloc_ok = sandbox::is_alloc(f);
+                    }
+                    Entry::Other(format!("a function {f}"))
+                }
+                None => {
+                    if export.name() == abi::MEMORY_EXPORT {
+                        memory_ok = ty.memory().is_some_and(|m| !m.is_64() && !m.is_shared());
+                    }
+                    Entry::Other(
+                        match ty {
+                            ExternType::Memory(_) => "a memory",
+                            ExternType::Global(_) => "a global",
+                            ExternType::Table(_) => "a table",
+                            _ => "not a function",
+                        }
+                        .to_owned(),
+                    )
+                }
+            };
+            exports.insert(export.name().into(), entry);
+        }
+        let memory = abi_export(abi::MEMORY_EXPORT, "a 32-bit memory")?;
+        let alloc = abi_export(abi::ALLOC_EXPORT, "the function (i32) -> i32")?;
+        if !memory_ok {
+            return Err(Error::new(
+                ErrorKind::AbiViolation,
+                format!("module {hash} exports `memory`, but not as a 32-bit unshared memory"),
+            )
+            .with_code(hash));
+        }
+        if !alloc_ok {
+            return Err(Error::new(
+                ErrorKind::AbiViolation,
+                format!(
+                    "module {hash} exports `{}`, but not as a function (i32) -> i32",
+                    abi::ALLOC_EXPORT
+                ),
+            )
+            .with_code(hash));
+        }
+        let panic_slot = module
+            .exports()
+            .find(|e| e.name() == abi::PANIC_SLOT_EXPORT && e.ty().global().is_some())
+            .and_then(|e| module.get_export_index(e.name()));
+        let required = module.resources_required();
+        Ok(Compiled {
+            hash,
+            pre,
+            memory,
+            alloc,
+            panic_slot,
+            exports,
+            min_memory_bytes: required
+                .max_initial_memory_size
+                .unwrap_or(0)
+                .saturating_mul(WASM_PAGE),
+            min_table_elements: required.max_initial_table_size.unwrap_or(0),
+        })
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.inner.config)
+            .field(
+                "modules",
+                &self.inner.modules.read().map(|m| m.len()).unwrap_or(0),
+            )
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Release);
+        if let Some(t) = self.ticker.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Epoch ticks for a deadline: rounded up, plus one because the first tick may come at once.
+fn ticks_for(deadline: Duration, tick: Duration) -> u64 {
+    let ticks = deadline.as_nanos().div_ceil(tick.as_nanos().max(1));
+    u64::try_from(ticks)
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
+}
+
+/// A counting semaphore over the pooling allocator's instance slots, so that a burst of
+/// calls waits for a slot instead of failing.
+struct Slots {
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: u32) -> Slots {
+        Slots {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().expect("slot counter poisoned");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("slot counter poisoned");
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("slot counter poisoned") += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// The result of a call that returned normally.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Outcome {
+    reply: Vec<u8>,
+    fuel_used: u64,
+}
+
+impl Outcome {
+    pub(crate) fn new(reply: Vec<u8>, fuel_used: u64) -> Outcome {
+        debug_assert_eq!(reply.first(), Some(&(abi::Status::Ok as u8)));
+        Outcome { reply, fuel_used }
+    }
+
+    /// The MessagePack bytes of the returned value.
+    pub fn value(&self) -> &[u8] {
+        &self.reply[1..]
+    }
+
+    /// The returned value, decoded.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Decode`] when the value does not fit `T`.
+    pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Result<T> {
+        Ok(wasmpickle_format::codec::from_msgpack(self.value())?)
+    }
+
+    /// Fuel the call consumed. The same call consumes the same fuel on every run and machine.
+    pub fn fuel_used(&self) -> u64 {
+        self.fuel_used
+    }
+
+    /// The value's MessagePack bytes, taking ownership.
+    pub fn into_value(mut self) -> Vec<u8> {
+        self.reply.remove(0);
+        self.reply
+    }
+}
+
+impl fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outcome")
+            .field("value_len", &self.value().len())
+            .field("fuel_used", &self.fuel_used)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_ticks_round_up() {
+        let tick = Duration::from_millis(10);
+        assert_eq!(ticks_for(Duration::from_millis(10), tick), 2);
+        assert_eq!(ticks_for(Duration::from_millis(11), tick), 3);
+        assert_eq!(ticks_for(Duration::ZERO, tick), 1);
+        assert!(ticks_for(Duration::MAX, tick) > 1 << 40);
+    }
+
+    #[test]
+    fn runtime_is_send_sync_and_clone() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<Runtime>();
+    }
+}

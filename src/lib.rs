@@ -1,0 +1,1 @@
+//! Integration tests and benchmarks of the wasmpickle workspace live in `tests/` and `benches/`.

@@ -1,0 +1,7 @@
+//! The wasmpickle integration suite: one test binary for the whole workspace.
+
+mod support;
+
+mod cli;
+mod format;
+mod runtime;
