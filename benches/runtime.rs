@@ -99,7 +99,9 @@ fn runtime(c: &mut Criterion) {
         .unwrap()
         .call(&(4.0,))
         .unwrap();
-    let bytes = call.to_bytes();
+    // What a receiver that already has the module gets: the call by hash, 108 bytes.
+    let bytes = call.by_reference().to_bytes();
+    let inline_bytes = call.to_bytes();
     let rt = Runtime::new(&RuntimeConfig::default()).unwrap();
     rt.load(&code).unwrap();
     assert_eq!(rt.run(&call).unwrap().decode::<f64>().unwrap(), 10.0);
@@ -127,6 +129,13 @@ fn runtime(c: &mut Criterion) {
                 .decode::<f64>()
                 .unwrap()
         })
+    });
+    g.finish();
+
+    // Decoding a pickle that carries the module inline copies the module out of the input.
+    let mut g = c.benchmark_group("decode_inline_call");
+    g.bench_function(format!("{}B", inline_bytes.len()), |b| {
+        b.iter(|| Call::from_bytes(black_box(&inline_bytes)).unwrap())
     });
     g.finish();
 }

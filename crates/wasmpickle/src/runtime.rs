@@ -22,6 +22,10 @@ use crate::sandbox::{self, Sandbox};
 
 const WASM_PAGE: u64 = 64 << 10;
 
+/// Table elements a pool slot can hold, whatever the runtime's cap (which the limiter
+/// enforces). 8 MiB of address space per slot, touched only as far as a table reaches.
+const POOL_TABLE_ELEMENTS: u64 = 1 << 20;
+
 /// How a [`Runtime`] is set up. Every setting states its default.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
@@ -139,13 +143,20 @@ impl Runtime {
         let limits = config.limits;
         let mut pool = PoolingAllocationConfig::new();
         let slots = config.max_concurrent_calls;
+        // The pool's own bounds are kept generous: a slot already reserves 4 GiB of address
+        // space for a 32-bit memory, so allowing it all costs nothing, and the real caps are
+        // enforced per call by the store's limiter. A module the caps forbid is then refused
+        // with `MemoryLimit` when it is called, not as "invalid" when it is compiled.
         pool.total_core_instances(slots)
             .total_memories(slots)
             .total_tables(slots)
             .max_memories_per_module(1)
             .max_tables_per_module(1)
-            .max_memory_size(usize::try_from(limits.get_max_memory()).unwrap_or(usize::MAX))
-            .table_elements(usize::try_from(limits.get_max_table_elements()).unwrap_or(usize::MAX))
+            .max_memory_size(1 << 32)
+            .table_elements(
+                usize::try_from(limits.get_max_table_elements().max(POOL_TABLE_ELEMENTS))
+                    .unwrap_or(usize::MAX),
+            )
             // Reset pages by memset rather than madvise when a slot is reused: fresh-instance
             // cost is dominated by page faults, and a small guest touches less than this.
             .linear_memory_keep_resident(256 << 10)
