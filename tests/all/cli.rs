@@ -700,7 +700,12 @@ fn hash_prints_the_code_hash_and_pickled_exports() {
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], code.hash().to_string());
-    assert_eq!(&lines[1..], ["echo", "env", "spin", "grow", "oob", "trap"]);
+    // Each export with its version (the module has no descriptions, so no signatures).
+    let expected: Vec<String> = ["echo", "env", "spin", "grow", "oob", "trap"]
+        .iter()
+        .map(|name| format!("{name:<4}  {}", code.export_version(name).unwrap()))
+        .collect();
+    assert_eq!(&lines[1..], expected);
 
     let out = wasmpickle(&["hash", "--json", path_str(&s.module())], None);
     assert_success(&out);
@@ -708,7 +713,12 @@ fn hash_prints_the_code_hash_and_pickled_exports() {
     assert_eq!(report["hash"], json!(code.hash().to_string()));
     assert_eq!(
         report["exports"][0],
-        json!({"name": "echo", "signature": null, "doc": null})
+        json!({
+            "name": "echo",
+            "signature": null,
+            "doc": null,
+            "version": code.export_version("echo").unwrap().to_string()
+        })
     );
 }
 
@@ -992,5 +1002,472 @@ mod math {
                 "word_counts"
             ]
         );
+    }
+}
+
+/// The SDK-free WAT guest and the hostile guests, across processes.
+mod other_guests {
+    use serde_json::{Value, json};
+
+    use super::{assert_run_error, assert_success, run_json, wasmpickle};
+
+    fn pack(module: &str, export: &str, env: &Value, args: &Value) -> Vec<u8> {
+        let out = wasmpickle(
+            &[
+                "pack",
+                module,
+                "--export",
+                export,
+                "--env",
+                &env.to_string(),
+                "--args",
+                &args.to_string(),
+            ],
+            None,
+        );
+        assert_success(&out);
+        out.stdout
+    }
+
+    #[test]
+    fn the_wat_guest_adds() {
+        let pickle = pack(
+            wasmpickle_test_artifacts::WAT_ADD,
+            "add",
+            &json!(40),
+            &json!([2]),
+        );
+        assert_eq!(run_json(&[], Some(&pickle)), json!(42));
+        let pickle = pack(
+            wasmpickle_test_artifacts::WAT_ADD,
+            "add",
+            &json!(-1),
+            &json!([2]),
+        );
+        assert_run_error(&wasmpickle(&["run"], Some(&pickle)), "bad-input");
+    }
+
+    #[test]
+    fn hostile_guests_fail_with_their_kinds() {
+        let faulty = wasmpickle_test_artifacts::FAULTY;
+        let panic = pack(faulty, "panic_now", &json!({"text": "no more"}), &json!([]));
+        let message = assert_run_error(&wasmpickle(&["run"], Some(&panic)), "guest-panic");
+        assert!(
+            message.contains("no more") && message.contains("faulty/src/lib.rs"),
+            "{message}"
+        );
+
+        let bomb = pack(faulty, "memory_bomb", &Value::Null, &json!([]));
+        let out = wasmpickle(&["run", "--max-memory", "8388608"], Some(&bomb));
+        assert_run_error(&out, "memory-limit");
+
+        let deep = pack(faulty, "recurse", &Value::Null, &json!([u64::MAX]));
+        assert_run_error(&wasmpickle(&["run"], Some(&deep)), "trap");
+
+        let import = pack(
+            wasmpickle_test_artifacts::FAULTY_IMPORT,
+            "read_file",
+            &Value::Null,
+            &json!(["/etc/hostname"]),
+        );
+        let message = assert_run_error(&wasmpickle(&["run"], Some(&import)), "forbidden-import");
+        assert!(message.contains("env.read_host_file"), "{message}");
+    }
+}
+
+/// `hash` versions, `seal`, `key` and signed pickles (`pack --key`, `run --key`,
+/// `inspect --key`), process against process.
+mod seal_and_keys {
+    use std::path::{Path, PathBuf};
+
+    use serde_json::{Value, json};
+    use wasmpickle::format::{HEADER_LEN, PickleKind};
+    use wasmpickle::{Call, Code, SigningKey, canonical_hash, seal_call, seal_closure};
+    use wasmpickle_test_artifacts::{MATH, VERSIONED_A, VERSIONED_B, VERSIONED_C};
+    use wasmtime::{Engine, Instance, Module, Store, TypedFunc};
+
+    use super::{assert_run_error, assert_success, path_str, run_json, stderr, stdout, wasmpickle};
+
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir().expect("a temporary directory")
+    }
+
+    fn file(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+        dir.path().join(name)
+    }
+
+    /// `wasmpickle pack math.wasm --export scale --env {"factor": 2.5} --args [4.0] <extra>`.
+    fn pack_scale(extra: &[&str]) -> Vec<u8> {
+        let out = wasmpickle(
+            &[
+                &[
+                    "pack",
+                    MATH,
+                    "--export",
+                    "scale",
+                    "--env",
+                    r#"{"factor": 2.5}"#,
+                    "--args",
+                    "[4.0]",
+                ],
+                extra,
+            ]
+            .concat(),
+            None,
+        );
+        assert_success(&out);
+        out.stdout
+    }
+
+    /// `wasmpickle key new --id <id> -o <dir>/<id>.key`, returning the file.
+    fn new_key(dir: &tempfile::TempDir, id: &str) -> PathBuf {
+        let path = file(dir, &format!("{id}.key"));
+        let out = wasmpickle(&["key", "new", "--id", id, "-o", path_str(&path)], None);
+        assert_success(&out);
+        assert!(out.stdout.is_empty(), "the secret goes to the file only");
+        path
+    }
+
+    /// Writes `key` to `<dir>/<name>`, private as `key new` would make it.
+    fn write_key(dir: &tempfile::TempDir, name: &str, key: &SigningKey) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = file(dir, name);
+        std::fs::write(&path, key.to_text()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    fn versions(path: &str) -> Value {
+        let out = wasmpickle(&["hash", "--json", path], None);
+        assert_success(&out);
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        report["exports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_owned(), e["version"].clone()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    #[test]
+    fn hash_shows_versions_that_move_only_with_what_an_export_reaches() {
+        let (a, b, c) = (
+            versions(VERSIONED_A),
+            versions(VERSIONED_B),
+            versions(VERSIONED_C),
+        );
+        // `b` edits a helper only `uses_helper` reaches; `c` one only `uses_lonely` reaches.
+        assert_eq!(a["standalone"], b["standalone"]);
+        assert_eq!(a["standalone"], c["standalone"]);
+        assert_ne!(a["uses_helper"], b["uses_helper"]);
+        assert_eq!(a["uses_helper"], c["uses_helper"]);
+        assert_eq!(a["uses_lonely"], b["uses_lonely"]);
+        assert_ne!(a["uses_lonely"], c["uses_lonely"]);
+        let code = Code::from_file(VERSIONED_A).unwrap();
+        for export in ["standalone", "uses_helper", "uses_lonely"] {
+            let version = code.export_version(export).unwrap().to_string();
+            assert_eq!(a[export], json!(version));
+        }
+
+        // The text output: the module hash, then one line per export with its version and,
+        // for the described math guest, the signature after it.
+        let out = wasmpickle(&["hash", MATH], None);
+        assert_success(&out);
+        let text = stdout(&out);
+        let math = Code::from_file(MATH).unwrap();
+        let scale = text
+            .lines()
+            .find(|l| l.starts_with("scale "))
+            .expect("a line for scale");
+        let version = math.export_version("scale").unwrap().to_string();
+        assert!(
+            scale.contains(&format!("  {version}  scale(env: Scale, x: f64) -> f64")),
+            "{scale}"
+        );
+    }
+
+    /// Runs a sealed call the way an embedder without wasmpickle does, returning the reply.
+    fn run_sealed(wasm: &[u8]) -> Vec<u8> {
+        let engine = Engine::default();
+        let module = Module::new(&engine, wasm).unwrap();
+        let mut store = Store::new(&engine, ());
+        let instance = Instance::new(&mut store, &module, &[]).unwrap();
+        let entry: TypedFunc<(), i64> = instance
+            .get_typed_func(&mut store, "wasmpickle_sealed")
+            .unwrap();
+        let packed = entry.call(&mut store, ()).unwrap() as u64;
+        let memory = instance.get_memory(&mut store, "memory").unwrap();
+        let (ptr, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+        memory.data(&store)[ptr..ptr + len].to_vec()
+    }
+
+    #[test]
+    fn seal_writes_a_module_plain_wasmtime_runs() {
+        let dir = scratch();
+        let pickle = pack_scale(&[]);
+        let call = Call::from_bytes(&pickle).unwrap();
+        let out_path = file(&dir, "scale.wasm");
+        let out = wasmpickle(&["seal", "-", "-o", path_str(&out_path)], Some(&pickle));
+        assert_success(&out);
+        let sealed = std::fs::read(&out_path).unwrap();
+        // stderr is the sealed module's hash, and the bytes are the library's.
+        let hash = canonical_hash(&sealed).unwrap();
+        assert_eq!(stderr(&out).trim(), hash.to_string());
+        let math = Code::from_file(MATH).unwrap();
+        assert_eq!(sealed, seal_call(&math, &call).unwrap());
+
+        let reply = run_sealed(&sealed);
+        assert_eq!(reply[0], 0, "status ok");
+        let y: f64 = wasmpickle::format::codec::from_msgpack(&reply[1..]).unwrap();
+        assert_eq!(y, 10.0);
+        assert_eq!(run_json(&[], Some(&pickle)), json!(10.0));
+
+        // To stdout, and again: the same bytes.
+        let out = wasmpickle(&["seal"], Some(&pickle));
+        assert_success(&out);
+        assert_eq!(out.stdout, sealed);
+    }
+
+    #[test]
+    fn seal_resolves_by_hash_pickles_and_seals_closures() {
+        let dir = scratch();
+        let store = file(&dir, "store");
+        let by_ref = pack_scale(&["--by-ref", "--store", path_str(&store)]);
+        let math = Code::from_file(MATH).unwrap();
+        let expected = seal_call(&math, &Call::from_bytes(&by_ref).unwrap()).unwrap();
+        for flags in [vec!["--code", MATH], vec!["--store", path_str(&store)]] {
+            let out = wasmpickle(&[&["seal"], &flags[..]].concat(), Some(&by_ref));
+            assert_success(&out);
+            assert_eq!(out.stdout, expected, "{flags:?}");
+        }
+        let out = wasmpickle(&["seal"], Some(&by_ref));
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty());
+        assert!(
+            stderr(&out).contains("not in the pickle"),
+            "{}",
+            stderr(&out)
+        );
+
+        // A closure pickle (the library writes those) seals to the library's closure module.
+        let closure = math.closure("scale", &json!({"factor": 3.0})).unwrap();
+        let out = wasmpickle(&["seal"], Some(&closure.to_bytes()));
+        assert_success(&out);
+        assert_eq!(out.stdout, seal_closure(&math, &closure).unwrap());
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn key_new_writes_a_private_key_and_keeps_existing_ones() {
+        let dir = scratch();
+        let path = new_key(&dir, "ci");
+        assert_eq!(mode(&path), 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let key: SigningKey = text.parse().unwrap();
+        assert_eq!(key.id(), "ci");
+        assert_eq!(
+            text.trim().len(),
+            "ci:".len() + 64,
+            "a 32-byte secret in hex"
+        );
+
+        let out = wasmpickle(&["key", "new", "--id", "ci", "-o", path_str(&path)], None);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "left alone");
+
+        // --force replaces it with a fresh secret, still private even if the file was not.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let out = wasmpickle(
+            &["key", "new", "--id", "ci", "-o", path_str(&path), "--force"],
+            None,
+        );
+        assert_success(&out);
+        assert_ne!(std::fs::read_to_string(&path).unwrap(), text);
+        assert_eq!(mode(&path), 0o600);
+
+        // Without -o, the key goes to stdout; a bad id is refused.
+        let out = wasmpickle(&["key", "new", "--id", "dev"], None);
+        assert_success(&out);
+        assert!(stdout(&out).parse::<SigningKey>().is_ok());
+        let out = wasmpickle(&["key", "new", "--id", "a:b"], None);
+        assert_eq!(out.status.code(), Some(1));
+    }
+
+    fn artifacts(cache: &Path) -> usize {
+        let Ok(dirs) = std::fs::read_dir(cache) else {
+            return 0;
+        };
+        dirs.flatten()
+            .filter(|d| d.path().is_dir())
+            .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+            .filter(|f| f.path().extension().is_some_and(|e| e == "cwasm"))
+            .count()
+    }
+
+    #[test]
+    fn signed_pickles_run_with_their_key_and_nothing_else_does() {
+        let dir = scratch();
+        let key = new_key(&dir, "ci");
+        let signed = pack_scale(&["--key", path_str(&key)]);
+        assert_eq!(signed[6], PickleKind::SignedCall as u8, "a signed pickle");
+        let unsigned = pack_scale(&[]);
+        let cache = file(&dir, "cache");
+        let strict = ["run", "--key", path_str(&key), "--cache", path_str(&cache)];
+
+        // Another key with the same id, and a key with another id.
+        let forger = write_key(
+            &dir,
+            "forger.key",
+            &SigningKey::new("ci", &[0x42; 32]).unwrap(),
+        );
+        let other = new_key(&dir, "other");
+
+        let mut flipped = signed.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x01;
+        // The body: a map, "key", "ci", "hmac", a bin header, then the 32-byte MAC.
+        let mut flipped_mac = signed.clone();
+        flipped_mac[HEADER_LEN + 1 + 4 + 3 + 5 + 2 + 17] ^= 0x80;
+
+        for (what, pickle, keys) in [
+            ("unsigned", &unsigned, vec![path_str(&key)]),
+            ("another secret", &signed, vec![path_str(&forger)]),
+            ("another key id", &signed, vec![path_str(&other)]),
+            ("a flipped byte", &flipped, vec![path_str(&key)]),
+            ("a flipped MAC byte", &flipped_mac, vec![path_str(&key)]),
+        ] {
+            let args: Vec<&str> = keys
+                .iter()
+                .flat_map(|k| ["--key", *k])
+                .chain(["--cache", path_str(&cache), "--code", MATH])
+                .collect();
+            let out = wasmpickle(&[&["run"], &args[..]].concat(), Some(pickle));
+            assert!(
+                stderr(&out).starts_with("error[signature]: "),
+                "{what}: {}",
+                stderr(&out)
+            );
+            assert_run_error(&out, "signature");
+        }
+        assert_eq!(artifacts(&cache), 0, "a refused pickle compiles nothing");
+
+        // The key vouches for the signed pickle; it also runs with several keys, and without
+        // any (unchecked).
+        assert_eq!(run_json(&strict[1..], Some(&signed)), json!(10.0));
+        assert_eq!(artifacts(&cache), 1, "the signed call compiled");
+        let both = ["--key", path_str(&other), "--key", path_str(&key)];
+        assert_eq!(run_json(&both, Some(&signed)), json!(10.0));
+        assert_eq!(run_json(&[], Some(&signed)), json!(10.0));
+
+        // A key file that holds no key is a usage error.
+        let junk = file(&dir, "junk.key");
+        std::fs::write(&junk, "not a key").unwrap();
+        let out = wasmpickle(&["run", "--key", path_str(&junk)], Some(&signed));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            // After a warning that others may read the file.
+            stderr(&out)
+                .lines()
+                .last()
+                .is_some_and(|l| l.starts_with("error[usage]: key file")),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    #[test]
+    fn inspect_shows_the_signer_and_checks_only_with_a_key() {
+        let dir = scratch();
+        let key = new_key(&dir, "ci");
+        // The same id, another secret.
+        let other = write_key(
+            &dir,
+            "other.key",
+            &SigningKey::new("ci", &[0x42; 32]).unwrap(),
+        );
+        let signed = file(&dir, "signed.wpk");
+        std::fs::write(&signed, pack_scale(&["--key", path_str(&key)])).unwrap();
+        let call = Call::from_bytes(&pack_scale(&[])).unwrap();
+
+        let inspect = |extra: &[&str]| -> Value {
+            let out = wasmpickle(
+                &[&["inspect", "--json", path_str(&signed)], extra].concat(),
+                None,
+            );
+            assert_success(&out);
+            serde_json::from_str(&stdout(&out)).unwrap()
+        };
+        let report = inspect(&[]);
+        assert_eq!(report["kind"], json!("call"));
+        assert_eq!(report["call_id"], json!(call.id().to_string()));
+        assert_eq!(report["env"]["value"], json!({"factor": 2.5}));
+        assert_eq!(
+            report["signature"],
+            json!({"key_id": "ci", "verified": null, "error": null})
+        );
+        let report = inspect(&["--key", path_str(&key)]);
+        assert_eq!(report["signature"]["verified"], json!(true));
+        let report = inspect(&["--key", path_str(&other)]);
+        assert_eq!(report["signature"]["verified"], json!(false));
+        assert!(
+            report["signature"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("does not match")),
+            "{report}"
+        );
+
+        let out = wasmpickle(&["inspect", path_str(&signed)], None);
+        assert_success(&out);
+        assert!(
+            stdout(&out).contains("signed     by key `ci`, not checked"),
+            "{}",
+            stdout(&out)
+        );
+        let out = wasmpickle(
+            &["inspect", path_str(&signed), "--key", path_str(&key)],
+            None,
+        );
+        assert!(stdout(&out).contains("signed     by key `ci`, verified"));
+        let out = wasmpickle(
+            &["inspect", path_str(&signed), "--key", path_str(&other)],
+            None,
+        );
+        assert!(stdout(&out).contains("signed     by key `ci`, NOT verified: "));
+        // An unsigned pickle has no signature to show.
+        let out = wasmpickle(&["inspect", "--json", "-"], Some(&call.to_bytes()));
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(report["signature"], Value::Null);
+    }
+
+    #[test]
+    fn seal_accepts_signed_pickles() {
+        let dir = scratch();
+        let key = new_key(&dir, "ci");
+        let other = new_key(&dir, "other");
+        let signed = pack_scale(&["--key", path_str(&key)]);
+        let unsigned = pack_scale(&[]);
+        let expected = {
+            let out = wasmpickle(&["seal"], Some(&unsigned));
+            assert_success(&out);
+            out.stdout
+        };
+        for args in [vec![], vec!["--key", path_str(&key)]] {
+            let out = wasmpickle(&[&["seal"], &args[..]].concat(), Some(&signed));
+            assert_success(&out);
+            assert_eq!(out.stdout, expected, "{args:?}");
+        }
+        for (pickle, k) in [(&signed, &other), (&unsigned, &key)] {
+            let out = wasmpickle(&["seal", "--key", path_str(k)], Some(pickle));
+            assert_eq!(out.status.code(), Some(1));
+            assert!(out.stdout.is_empty());
+            assert!(stderr(&out).contains("signature"), "{}", stderr(&out));
+        }
     }
 }

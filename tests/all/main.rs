@@ -2,7 +2,16 @@
 
 mod support;
 
+mod cache;
 mod cli;
 mod format;
 mod guests;
+mod identity;
+mod journal;
+mod memo;
+mod pool;
 mod runtime;
+mod seal;
+mod shake;
+mod sign;
+mod store;

@@ -135,3 +135,17 @@ pub(crate) fn cli_binary() -> &'static std::path::Path {
         binary
     })
 }
+
+/// Runs the `wasmpickle` CLI with `args` and no stdin, with `RUST_LOG` set to `log` (unset
+/// when `None`), and returns what it did.
+#[allow(dead_code)]
+pub(crate) fn wasmpickle_cli(args: &[&str], log: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(cli_binary());
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null());
+    if let Some(filter) = log {
+        cmd.env("RUST_LOG", filter);
+    }
+    cmd.output().expect("the CLI runs")
+}

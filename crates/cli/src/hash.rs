@@ -1,4 +1,4 @@
-//! `wasmpickle hash`: a module's code hash and pickled exports.
+//! `wasmpickle hash`: a module's code hash, and its pickled exports with their versions.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -9,11 +9,15 @@ use serde::Serialize;
 
 use crate::stdio;
 
-/// Print a module's canonical code hash and its pickled exports.
+/// Print a module's canonical code hash and every pickled export's version.
 ///
 /// The first line is the hash (`sha256:<hex>`), the address pickles name the module by; then
-/// one line per pickled export, with the signature the module describes it with, if any.
-/// `--json` prints {"hash": "sha256:…", "exports": [{"name", "signature", "doc"}]} instead.
+/// one line per pickled export: its name, its version and the signature the module describes
+/// it with, if any. An export's version is the hash of the module shaken down to what the
+/// export can reach: it changes when any code the export can run changes, and stays when
+/// only other exports' code does, so a cache of the export's results can key on it.
+/// `--json` prints {"hash": "sha256:…", "exports": [{"name", "signature", "doc", "version"}]}
+/// instead.
 #[derive(Args, Debug)]
 pub(crate) struct Hash {
     /// The WebAssembly module
@@ -36,6 +40,7 @@ struct ExportEntry {
     name: String,
     signature: Option<String>,
     doc: Option<String>,
+    version: String,
 }
 
 impl Hash {
@@ -46,18 +51,20 @@ impl Hash {
     /// When the module cannot be read or is not valid WebAssembly.
     pub(crate) fn run(&self) -> anyhow::Result<()> {
         let code = stdio::load_module(&self.module)?;
+        let versions = code
+            .export_versions()
+            .with_context(|| format!("cannot version the exports of {}", self.module.display()))?;
         let report = Report {
             hash: code.hash().to_string(),
-            exports: code
-                .exports()
-                .iter()
-                .filter(|e| e.pickled)
-                .map(|e| {
-                    let d = code.description(&e.name);
+            exports: versions
+                .into_iter()
+                .map(|(name, version)| {
+                    let d = code.description(&name);
                     ExportEntry {
-                        name: e.name.clone(),
                         signature: d.map(|d| d.signature()),
                         doc: d.map(|d| d.doc.clone()).filter(|d| !d.is_empty()),
+                        version: version.to_string(),
+                        name,
                     }
                 })
                 .collect(),
@@ -75,9 +82,10 @@ impl Hash {
                 .unwrap_or(0);
             let mut out = format!("{}\n", report.hash);
             for e in &report.exports {
+                // The version has a fixed width, so it goes before the signature.
                 match &e.signature {
-                    Some(sig) => writeln!(out, "{:<width$}  {sig}", e.name).unwrap(),
-                    None => writeln!(out, "{}", e.name).unwrap(),
+                    Some(sig) => writeln!(out, "{:<width$}  {}  {sig}", e.name, e.version).unwrap(),
+                    None => writeln!(out, "{:<width$}  {}", e.name, e.version).unwrap(),
                 }
             }
             out

@@ -7,10 +7,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
-use wasmpickle::format::{Header, PickleKind};
-use wasmpickle::{Call, CallLimits, Closure, Code, CodeRef};
+use wasmpickle::format::{DecodeLimits, Header, PickleKind};
+use wasmpickle::{Call, CallLimits, Closure, Code, CodeRef, SignedCall};
 
 use crate::json;
+use crate::key;
 use crate::stdio;
 
 /// Environments and arguments larger than this are summarized as `<N bytes>`, not rendered.
@@ -19,11 +20,16 @@ const MAX_RENDERED: usize = 1 << 20;
 /// Show what a call or closure pickle holds, without running anything.
 ///
 /// The module's exports and imports are listed when its bytes are at hand: inline in the
-/// pickle, or in a `--code` file whose hash matches.
+/// pickle, or in a `--code` file whose hash matches. A signed call is shown as the call it
+/// carries, with the id of the key that signed it; its signature is checked only against
+/// the `--key` files given, and a signature that does not verify is reported, not an error.
 ///
 /// `--json` prints one object with these fields (absent information is `null`):
 ///
-///   kind            "call" or "closure"
+///   kind            "call" or "closure" (a signed call is a "call")
+///   signature       {key_id, verified, error} for a signed call, null otherwise; `verified`
+///                   is null without --key, else whether one of the keys verifies it, and
+///                   `error` says why not
 ///   format_version  the pickle's format version
 ///   call_id         "sha256:…" (calls only)
 ///   size            the pickle's size in bytes
@@ -56,6 +62,10 @@ pub(crate) struct Inspect {
     /// A module to show the exports of when the pickle carries its code by hash (repeatable)
     #[arg(long, value_name = "MODULE.wasm")]
     code: Vec<PathBuf>,
+
+    /// Check a signed call's signature against the key in FILE (repeatable)
+    #[arg(long, value_name = "FILE")]
+    key: Vec<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -63,12 +73,20 @@ struct Report {
     kind: &'static str,
     format_version: u16,
     call_id: Option<String>,
+    signature: Option<SignatureReport>,
     size: usize,
     code: CodeReport,
     export: ExportReport,
     env: Payload,
     args: Option<Payload>,
     limits: Option<LimitsReport>,
+}
+
+#[derive(Serialize)]
+struct SignatureReport {
+    key_id: String,
+    verified: Option<bool>,
+    error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -138,9 +156,26 @@ impl Inspect {
 
     fn report(&self, bytes: &[u8]) -> anyhow::Result<Report> {
         let header = Header::read(bytes).context("cannot read the pickle's header")?;
+        let keys = key::keyring_any(&self.key)?;
+        let mut signature = None;
         let (kind, closure, call) = match header.kind {
             PickleKind::Call => {
                 let call = Call::from_bytes(bytes).context("cannot decode the call")?;
+                ("call", call.closure().clone(), Some(call))
+            }
+            PickleKind::SignedCall => {
+                let signed =
+                    SignedCall::from_bytes(bytes).context("cannot decode the signed call")?;
+                let call = Call::from_bytes(signed.call_bytes())
+                    .context("cannot decode the signed call's call")?;
+                let checked = keys
+                    .as_ref()
+                    .map(|keys| signed.verify(keys, &DecodeLimits::default()));
+                signature = Some(SignatureReport {
+                    key_id: signed.key_id().to_owned(),
+                    verified: checked.as_ref().map(Result::is_ok),
+                    error: checked.and_then(Result::err).map(|e| e.to_string()),
+                });
                 ("call", call.closure().clone(), Some(call))
             }
             PickleKind::Closure => (
@@ -156,6 +191,7 @@ impl Inspect {
             kind,
             format_version: header.version,
             call_id: call.as_ref().map(|c| c.id().to_string()),
+            signature,
             size: bytes.len(),
             code,
             export,
@@ -274,6 +310,15 @@ fn render(r: &Report) -> String {
     row("version", &r.format_version.to_string());
     if let Some(id) = &r.call_id {
         row("call id", id);
+    }
+    if let Some(sig) = &r.signature {
+        let status = match (sig.verified, &sig.error) {
+            (Some(true), _) => "verified".to_owned(),
+            (Some(false), Some(why)) => format!("NOT verified: {why}"),
+            (Some(false), None) => "NOT verified".to_owned(),
+            (None, _) => "not checked (pass --key FILE to check it)".to_owned(),
+        };
+        row("signed", &format!("by key `{}`, {status}", sig.key_id));
     }
     row("size", &format!("{} bytes", r.size));
     let c = &r.code;

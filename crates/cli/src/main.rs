@@ -9,7 +9,22 @@
 //!   library produce the same bytes (and the same call id) for the same call;
 //! * `wasmpickle inspect PICKLE` shows what a pickle holds without running anything;
 //! * `wasmpickle run PICKLE` runs a call in the sandbox and prints its result as JSON;
-//! * `wasmpickle hash MODULE.wasm` prints a module's code hash and pickled exports.
+//! * `wasmpickle hash MODULE.wasm` prints a module's code hash and its pickled exports with
+//!   their versions;
+//! * `wasmpickle seal PICKLE -o OUT.wasm` turns a call or closure into one standalone module
+//!   that plain `wasmtime run --invoke wasmpickle_sealed` runs;
+//! * `wasmpickle key new --id NAME -o FILE` makes a signing key, which `pack --key` signs
+//!   with and `run --key` requires;
+//! * `wasmpickle store put|get|ls|verify|gc --store DIR` manages a directory code store, which
+//!   `pack --store` fills and `run --store` resolves by-hash pickles through;
+//! * `wasmpickle map MODULE.wasm --export NAME --args-file ARGS.jsonl` calls a closure once per
+//!   line on a pool of worker processes and prints the results as JSON lines, in order;
+//! * `wasmpickle worker` serves calls to pools and clients over stdin/stdout, a Unix socket or
+//!   TCP (`docs/protocol.md`);
+//! * `wasmpickle memo stats|clear --memo PATH|URL` looks at and clears the memo that
+//!   `run --memo` answers calls from;
+//! * `wasmpickle replay JOURNAL` runs the calls `run --journal` recorded again and verifies
+//!   their results bit for bit.
 //!
 //! ```text
 //! $ wasmpickle pack math.wasm --export scale --env '{"factor": 2.5}' --args '[4.0]' > call.wpk
@@ -21,8 +36,9 @@
 //!
 //! Standard output carries only machine output (a pickle, JSON, a hash), so commands compose
 //! in pipes; logs go to standard error through `tracing` (warnings by default, `-v` info,
-//! `-vv` debug, `RUST_LOG` overrides). `pack`, `inspect` and `hash` report a failure as
-//! `error: <message>: <cause>: ...` and exit with status 1. `run` reports one line,
+//! `-vv` debug, `RUST_LOG` overrides). `pack`, `inspect`, `hash`, `seal`, `key` and `store`
+//! report a failure as `error: <message>: <cause>: ...` and exit with status 1 (as does
+//! `store verify` when it finds damage). `run` reports one line,
 //! `error[<kind>]: <message>`, whose kind is the library's stable
 //! [`ErrorKind::as_str`](wasmpickle::ErrorKind::as_str), so scripts can branch on it; `-v`
 //! adds the WebAssembly backtrace and the causes on the lines after it. Usage errors exit
@@ -38,10 +54,17 @@ use tracing_subscriber::EnvFilter;
 mod hash;
 mod inspect;
 mod json;
+mod key;
 mod limits;
+mod map;
+mod memo;
 mod pack;
+mod replay;
 mod run;
+mod seal;
 mod stdio;
+mod store;
+mod worker;
 
 /// Pickle functions by value as WebAssembly: pack, inspect and run pickled calls.
 #[derive(Debug, Parser)]
@@ -61,6 +84,13 @@ enum Command {
     Inspect(inspect::Inspect),
     Run(run::Run),
     Hash(hash::Hash),
+    Seal(seal::Seal),
+    Key(key::Key),
+    Store(store::Store),
+    Map(map::Map),
+    Worker(worker::Worker),
+    Memo(memo::MemoCommand),
+    Replay(replay::Replay),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +100,27 @@ fn main() -> ExitCode {
         Command::Pack(cmd) => report(cmd.run()),
         Command::Inspect(cmd) => report(cmd.run()),
         Command::Hash(cmd) => report(cmd.run()),
+        Command::Seal(cmd) => report(cmd.run()),
+        Command::Key(cmd) => report(cmd.run()),
+        Command::Store(cmd) => match cmd.run() {
+            Ok(status) => status,
+            Err(err) => report(Err(err)),
+        },
+        Command::Worker(cmd) => report(cmd.run()),
+        Command::Memo(cmd) => report(cmd.run()),
+        // Replay's statuses: 0 all matched, 1 a divergence, 2 could not verify.
+        Command::Replay(cmd) => match cmd.run() {
+            Ok(status) => status,
+            Err(err) if stdio::is_broken_pipe(&err) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Map(cmd) => match cmd.run() {
+            Ok(status) => status,
+            Err(err) => report(Err(err)),
+        },
         Command::Run(cmd) => match cmd.run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(failure) => failure.report(cli.verbose),

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::Value;
+use wasmpickle::{CodeStore, DirStore};
 
 use crate::json;
+use crate::key;
 use crate::limits::LimitArgs;
 use crate::stdio;
 
@@ -17,7 +19,9 @@ use crate::stdio;
 /// arguments converted from JSON to the canonical MessagePack the Rust API writes, so the
 /// same call packed here or with `Closure::call` gives the same bytes and the same call id.
 /// Limit flags are requests stored in the call (and part of its id); a runtime honours them
-/// up to its own caps. The pickle goes to OUT, or to stdout when stdout is not a terminal.
+/// up to its own caps. With --key, the call is signed (HMAC-SHA256 over its bytes, module
+/// included) and the pickle is a signed call. The pickle goes to OUT, or to stdout when
+/// stdout is not a terminal.
 #[derive(Args, Debug)]
 pub(crate) struct Pack {
     /// The WebAssembly module
@@ -29,7 +33,12 @@ pub(crate) struct Pack {
     export: String,
 
     /// The captured environment as JSON [default: null]
-    #[arg(long, value_name = "JSON", group = "env_source")]
+    #[arg(
+        long,
+        value_name = "JSON",
+        group = "env_source",
+        allow_hyphen_values = true
+    )]
     env: Option<String>,
 
     /// Read the environment as JSON from a file (`-` for stdin)
@@ -38,7 +47,12 @@ pub(crate) struct Pack {
 
     /// The arguments as a JSON array, one element per parameter after the environment
     /// [default: []]
-    #[arg(long, value_name = "JSON", group = "args_source")]
+    #[arg(
+        long,
+        value_name = "JSON",
+        group = "args_source",
+        allow_hyphen_values = true
+    )]
     args: Option<String>,
 
     /// Read the arguments as a JSON array from a file (`-` for stdin)
@@ -46,9 +60,19 @@ pub(crate) struct Pack {
     args_file: Option<PathBuf>,
 
     /// Leave the module out of the pickle and name it by hash only; the receiver must already
-    /// have it (see `run --code`)
+    /// have it (see `run --code` and `run --store`)
     #[arg(long)]
     by_ref: bool,
+
+    /// Also put the module into this directory code store (see `wasmpickle store`); with
+    /// --by-ref, a receiver then needs only the pickle and `run --store DIR`
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+
+    /// Sign the call with the key in FILE (see `wasmpickle key new`): the pickle is then a
+    /// signed call, which `run --key` accepts only from the keys it is given
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
 
     /// Write the pickle here (`-` for stdout) instead of to stdout
     #[arg(short, long, value_name = "OUT")]
@@ -74,6 +98,8 @@ impl Pack {
                 "refusing to write a binary pickle to a terminal: redirect stdout or pass -o FILE"
             );
         }
+        // Read first: a missing or malformed key file should not cost hashing the module.
+        let key = self.key.as_deref().map(key::load_any).transpose()?;
         let code = stdio::load_module(&self.module)?;
         let env = read_json(self.env.as_deref(), self.env_file.as_deref(), "--env")?
             .unwrap_or(Value::Null);
@@ -92,9 +118,20 @@ impl Pack {
         if self.by_ref {
             call = call.by_reference();
         }
-        let bytes = call.to_bytes();
+        // Stored only once the call is known to be good, so a mistyped export stores nothing.
+        if let Some(dir) = &self.store {
+            let new = DirStore::open(dir)?
+                .put(&code)
+                .with_context(|| format!("cannot store {}", self.module.display()))?;
+            tracing::info!(code = %code.hash(), store = %dir.display(), new, "stored module");
+        }
+        let bytes = match &key {
+            Some(key) => call.sign(key).to_bytes(),
+            None => call.to_bytes(),
+        };
         tracing::info!(
             call = %call.id(),
+            key = key.as_ref().map(|k| k.id()),
             code = %code.hash(),
             export = %self.export,
             bytes = bytes.len(),

@@ -8,31 +8,44 @@
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use wasmpickle::{Call, Code, Grant, Runtime, RuntimeConfig};
+use wasmpickle::format::{DecodeLimits, Header, PickleKind};
+use wasmpickle::{Call, Code, DirStore, Grant, Runtime, RuntimeConfig, SignedCall};
 
 use crate::json;
+use crate::key::{self, KeyFileError};
 use crate::limits::LimitArgs;
+use crate::memo::{Around, MemoArgs};
 use crate::stdio;
 
 const EXIT_CODES: &str = "\
 Exit status:
   0  the call returned; its result is on stdout
   1  the call failed; stderr has one line `error[<kind>]: <message>`, where <kind> is one of
-     decode, version, code-not-found, hash-mismatch, invalid-module, forbidden-import,
+     decode, version, code-not-found, store-corrupt, hash-mismatch, invalid-module,
+     forbidden-import,
      missing-export, wrong-signature, bad-input, guest-error, guest-panic, trap,
-     out-of-fuel, deadline, memory-limit, abi-violation, io, runtime
-  2  usage error (bad flags, or no pickle given and stdin is a terminal)";
+     out-of-fuel, deadline, memory-limit, abi-violation, signature, io, runtime,
+     not-memoizable (with --memo, a call that can reach a granted clock)
+  2  usage error (bad flags, a --key file that holds no key, or no pickle given and stdin
+     is a terminal)";
 
 /// Run a pickled call in the sandbox and print its result as one line of JSON.
 ///
 /// The pickle is read from PICKLE, or from stdin when PICKLE is `-` or left out. Limit flags
 /// set the runtime's caps (defaults otherwise); limits the pickle requests apply only below
-/// them. A call that names its code by hash runs only when a `--code` module has that hash.
-/// Nothing is granted to the module unless `--grant` says so.
+/// them. A call that names its code by hash runs only when a `--code` module has that hash,
+/// the `--store` has it, or the `--cache` has it compiled. Nothing is granted to the module
+/// unless `--grant` says so.
+///
+/// With `--key`, only calls signed with one of the keys run: an unsigned pickle, one signed
+/// with another key, and one changed after signing fail with `error[signature]` before
+/// anything is compiled. Without `--key`, a signed pickle runs like an unsigned one, its
+/// signature unchecked.
 #[derive(Args, Debug)]
 #[command(after_help = EXIT_CODES)]
 pub(crate) struct Run {
@@ -45,14 +58,43 @@ pub(crate) struct Run {
     #[arg(long, value_name = "MODULE.wasm")]
     code: Vec<PathBuf>,
 
+    /// A directory code store (see `wasmpickle store`): by-hash pickles resolve through it,
+    /// and inline code is put into it, so later pickles can name it by hash
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+
+    /// Keep compiled modules in DIR, and load them from there instead of compiling
+    /// [default: no cache]
+    ///
+    /// The next `run` of the same module then starts in about a millisecond instead of
+    /// compiling for 100 ms or more. Only artifacts this cache wrote itself are loaded.
+    /// There is no default location: a cache holds native code, so where it lives is the
+    /// caller's choice, and a one-shot command leaves no files behind unless asked to.
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+
     /// Let the module import a host function (repeatable): `log` (deterministic) or `clock`
     /// (not deterministic)
     #[arg(long, value_enum, value_name = "GRANT")]
     grant: Vec<GrantArg>,
 
+    /// Run only calls signed with the key in FILE (repeatable: any of the keys will do; see
+    /// `wasmpickle key new`)
+    #[arg(long, value_name = "FILE")]
+    key: Vec<PathBuf>,
+
     /// Print {"call", "code", "export", "result", "fuel_used"} instead of the bare result
+    /// (and "memo": "hit" or "miss" with --memo)
     #[arg(long)]
     report: bool,
+
+    /// Append the call and its result to FILE, a journal `wasmpickle replay` verifies (its
+    /// modules go to --store, or to FILE.store)
+    #[arg(long, value_name = "FILE")]
+    journal: Option<PathBuf>,
+
+    #[command(flatten)]
+    memo: MemoArgs,
 
     // Last, because its help heading applies to the flags after it too.
     #[command(flatten)]
@@ -85,6 +127,8 @@ struct Report<'a> {
     export: &'a str,
     result: serde_json::Value,
     fuel_used: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memo: Option<&'static str>,
 }
 
 impl Run {
@@ -101,7 +145,17 @@ impl Run {
             ));
         }
         let bytes = stdio::read_input(path).map_err(Failure::io)?;
-        let call = Call::from_bytes(&bytes).map_err(wasmpickle::Error::from)?;
+        let keys = match self.key.is_empty() {
+            true => None,
+            false => Some(key::keyring(&self.key).map_err(Failure::key)?),
+        };
+        // With keys, the signature is checked before anything else is decoded, and before any
+        // `--code` module below is compiled.
+        let call = match &keys {
+            Some(keys) => keys.verify_bytes(&bytes, &DecodeLimits::default()),
+            None => decode(&bytes),
+        }
+        .map_err(wasmpickle::Error::from)?;
 
         let mut config = RuntimeConfig::new();
         // One call per process: one pooling slot reserves the least address space.
@@ -111,7 +165,21 @@ impl Run {
         for grant in &self.grant {
             config.grant((*grant).into());
         }
+        if let Some(keys) = &keys {
+            config.require_signatures(keys.clone());
+        }
+        let store: Option<Arc<dyn wasmpickle::CodeStore>> = match &self.store {
+            Some(dir) => Some(Arc::new(DirStore::open(dir)?)),
+            None => None,
+        };
+        if let Some(store) = &store {
+            config.code_store(store.clone());
+        }
+        if let Some(dir) = &self.cache {
+            config.compiled_cache(dir);
+        }
         let runtime = Runtime::new(&config)?;
+        let mut called_code = None;
         for path in &self.code {
             let code = Code::from_file(path).map_err(|e| {
                 let file = path.display();
@@ -125,13 +193,24 @@ impl Run {
             // that never uses it.
             if code.hash() == call.code().hash() {
                 runtime.load(&code)?;
+                called_code = Some(code);
             } else {
                 tracing::debug!(module = %path.display(), code = %code.hash(), "not the called module");
             }
         }
 
         let started = Instant::now();
-        let outcome = runtime.run(&call)?;
+        let around = Around {
+            memo: &self.memo,
+            journal: self.journal.as_deref(),
+            store,
+            code: called_code.as_ref(),
+        };
+        let (outcome, memo_hit) = around.run(&runtime, &call, || match &keys {
+            // The runtime checks the signature again itself: it is the one that enforces it.
+            Some(_) => runtime.run_bytes(&bytes),
+            None => runtime.run(&call),
+        })?;
         tracing::info!(
             call = %call.id(),
             code = %call.code().hash(),
@@ -153,6 +232,11 @@ impl Run {
                 export: call.export(),
                 result,
                 fuel_used: outcome.fuel_used(),
+                memo: self
+                    .memo
+                    .memo
+                    .is_some()
+                    .then_some(if memo_hit { "hit" } else { "miss" }),
             })
         } else {
             serde_json::to_string(&result)
@@ -181,6 +265,13 @@ impl Failure {
             message: message.to_owned(),
             details: Vec::new(),
             exit: ExitCode::from(2),
+        }
+    }
+
+    fn key(e: KeyFileError) -> Failure {
+        match e {
+            KeyFileError::Io(e) => Failure::io(e),
+            KeyFileError::Malformed(message) => Failure::usage(&message),
         }
     }
 
@@ -232,6 +323,14 @@ impl From<wasmpickle::Error> for Failure {
             details,
             exit: ExitCode::FAILURE,
         }
+    }
+}
+
+/// A call pickle, signed or not, decoded without checking any signature.
+fn decode(bytes: &[u8]) -> Result<Call, wasmpickle::format::Error> {
+    match Header::read(bytes)?.kind {
+        PickleKind::SignedCall => Call::from_bytes(SignedCall::from_bytes(bytes)?.call_bytes()),
+        _ => Call::from_bytes(bytes),
     }
 }
 

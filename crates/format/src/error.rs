@@ -33,6 +33,9 @@ pub enum ErrorKind {
     /// A Rust value could not be encoded to, or decoded from, MessagePack (a type mismatch
     /// between the bytes and the type asked for).
     Value,
+    /// A receiver that requires signatures got an unsigned call, a call signed with a key it
+    /// does not hold, or one whose signature does not match its bytes.
+    Signature,
 }
 
 impl ErrorKind {
@@ -48,6 +51,7 @@ impl ErrorKind {
             ErrorKind::NonCanonical => "non-canonical",
             ErrorKind::TrailingBytes => "trailing-bytes",
             ErrorKind::Value => "value",
+            ErrorKind::Signature => "signature",
         }
     }
 }

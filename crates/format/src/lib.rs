@@ -12,6 +12,8 @@
 //! * [`Closure`]: code + export name + captured environment (MessagePack bytes).
 //! * [`Call`]: a closure + arguments (MessagePack bytes) + optional [`CallLimits`]; its
 //!   [`CallId`] is the same on every run and machine.
+//! * [`SignedCall`] and [`Keyring`]: an HMAC-SHA256 over a call's bytes with a shared key, for
+//!   receivers that only run calls from senders they trust.
 //! * The envelope: magic `C1 57 50 4B`, a big-endian `u16` [`FORMAT_VERSION`], a
 //!   [`PickleKind`] byte, then one MessagePack map in canonical form.
 //! * [`codec`]: how Rust values become MessagePack — the one place the encoding is chosen.
@@ -54,6 +56,7 @@ pub mod codec;
 mod error;
 mod hash;
 mod pickle;
+mod sign;
 mod wire;
 
 pub use error::{Error, ErrorKind, Result};
@@ -62,3 +65,4 @@ pub use pickle::{
     Call, CallLimits, Closure, CodeRef, DecodeLimits, FORMAT_VERSION, HEADER_LEN, Header, MAGIC,
     MAX_ARGS_BYTES, MAX_CODE_BYTES, MAX_ENV_BYTES, MAX_EXPORT_NAME, PickleKind,
 };
+pub use sign::{Keyring, MAX_KEY_ID, MIN_SECRET_BYTES, SignedCall, SigningKey};

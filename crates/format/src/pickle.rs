@@ -39,6 +39,8 @@ pub enum PickleKind {
     Closure = 1,
     /// A [`Call`]: a closure plus arguments and optional limits.
     Call = 2,
+    /// A [`SignedCall`](crate::SignedCall): a call pickle and an HMAC over its bytes.
+    SignedCall = 3,
 }
 
 impl PickleKind {
@@ -46,6 +48,7 @@ impl PickleKind {
         match b {
             1 => Some(PickleKind::Closure),
             2 => Some(PickleKind::Call),
+            3 => Some(PickleKind::SignedCall),
             _ => None,
         }
     }
@@ -55,6 +58,7 @@ impl PickleKind {
         match self {
             PickleKind::Closure => "closure",
             PickleKind::Call => "call",
+            PickleKind::SignedCall => "signed call",
         }
     }
 }
@@ -121,7 +125,7 @@ impl Header {
         Ok(Header { version, kind })
     }
 
-    fn write(kind: PickleKind, out: &mut Vec<u8>) {
+    pub(crate) fn write(kind: PickleKind, out: &mut Vec<u8>) {
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
         out.push(kind as u8);

@@ -120,18 +120,24 @@ mod wasm {
     /// Runs one export call: installs the panic hook, lends the host's buffers to `call`, and
     /// leaks the reply for the host to read. Returns the reply's packed pointer and length.
     ///
+    /// Generic over `call` rather than taking a `fn` pointer, so that each export gets its own
+    /// copy with a direct call. Through a pointer, every export's code would sit in the
+    /// function table behind one shared indirect call of one type, and each export would
+    /// reach every other export's code as far as the host's export versions can tell
+    /// (`wasmpickle::export_version`): editing one export would change the version of all.
+    ///
     /// # Safety
     ///
     /// `env_ptr..env_ptr + env_len` and `args_ptr..args_ptr + args_len` must be readable
     /// memory that nothing writes while the call runs, as the host guarantees for regions it
     /// got from `wasmpickle_alloc`. They are never freed during the call, so the borrow may
     /// outlive `call` for all the call can tell.
-    pub unsafe fn run(
+    pub unsafe fn run<'a>(
         env_ptr: u32,
         env_len: u32,
         args_ptr: u32,
         args_len: u32,
-        call: fn(&[u8], &[u8]) -> Vec<u8>,
+        call: impl FnOnce(&'a [u8], &'a [u8]) -> Vec<u8>,
     ) -> u64 {
         install_panic_hook();
         // SAFETY: the caller vouches for both regions.

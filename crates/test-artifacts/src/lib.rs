@@ -16,6 +16,10 @@
 //!   reply, plus `ok() -> 7`; built with Rust's default allocator and stack.
 //! * [`FAULTY_IMPORT`]: imports `env.read_host_file`, which no sandbox grants.
 //! * [`WAT_ADD`]: `add`, written by hand in WebAssembly text without the SDK.
+//! * [`VERSIONED_A`], [`VERSIONED_B`], [`VERSIONED_C`]: one guest in three variants that each
+//!   differ in one function, for export versions: `uses_helper`, `standalone`, `uses_lonely`.
+//! * [`MATH_ELSEWHERE`]: `math` again, built from a copy of the guest workspace in another
+//!   directory, for path independence.
 //!
 //! # Example
 //!
@@ -37,12 +41,33 @@ pub const FAULTY_IMPORT: &str = env!("WASMPICKLE_ARTIFACT_FAULTY_IMPORT");
 /// `guest-examples/wat/add.wat`, assembled: a guest written without the SDK.
 pub const WAT_ADD: &str = env!("WASMPICKLE_ARTIFACT_WAT_ADD");
 
+/// `guest-examples/versioned`, variant `a`: `uses_helper(x) = 3x + 1`,
+/// `standalone(x) = rotl(x, 5) ^ 0x5a5a`, `uses_lonely(x) = x + 100`.
+pub const VERSIONED_A: &str = env!("WASMPICKLE_ARTIFACT_VERSIONED_A");
+
+/// `guest-examples/versioned`, variant `b`: only `helper` differs, and
+/// `uses_helper(x) = 7x + 1`.
+pub const VERSIONED_B: &str = env!("WASMPICKLE_ARTIFACT_VERSIONED_B");
+
+/// `guest-examples/versioned`, variant `c`: only `lonely` differs, and
+/// `uses_lonely(x) = x + 200`.
+pub const VERSIONED_C: &str = env!("WASMPICKLE_ARTIFACT_VERSIONED_C");
+
+/// `guest-examples/math` built from a copy of the guest workspace in another directory (under
+/// this crate's `OUT_DIR`), against the same SDK, with the same flags. Its raw bytes may
+/// differ from [`MATH`]'s; its canonical hash must not.
+pub const MATH_ELSEWHERE: &str = env!("WASMPICKLE_ARTIFACT_MATH_ELSEWHERE");
+
 /// Every module, by file stem, for tests that run over all of them.
 pub const ALL: &[(&str, &str)] = &[
     ("math", MATH),
     ("faulty", FAULTY),
     ("faulty_import", FAULTY_IMPORT),
     ("add", WAT_ADD),
+    ("versioned_a", VERSIONED_A),
+    ("versioned_b", VERSIONED_B),
+    ("versioned_c", VERSIONED_C),
+    ("math_elsewhere", MATH_ELSEWHERE),
 ];
 
 /// Reads a module.

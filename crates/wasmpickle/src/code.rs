@@ -13,10 +13,11 @@
 //! might give it meaning.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use wasm_encoder::reencode::{self, Reencode};
@@ -35,9 +36,10 @@ pub const UNHASHED_SECTIONS: &[&str] = &[
     "external_debug_info",
     "build_id",
     abi::EXPORTS_SECTION,
+    crate::seal::SEALED_SECTION,
 ];
 
-fn is_unhashed(name: &str) -> bool {
+pub(crate) fn is_unhashed(name: &str) -> bool {
     name.starts_with(".debug_") || UNHASHED_SECTIONS.contains(&name)
 }
 
@@ -57,6 +59,8 @@ struct Inner {
     exports: Vec<Export>,
     imports: Vec<Import>,
     descriptions: Vec<ExportDescription>,
+    /// Export versions computed so far (see [`Code::export_version`]).
+    versions: Mutex<BTreeMap<String, CodeHash>>,
 }
 
 /// One export of a module.
@@ -109,6 +113,7 @@ impl Code {
                 exports,
                 imports,
                 descriptions,
+                versions: Mutex::default(),
             }),
         })
     }
@@ -210,6 +215,47 @@ impl Code {
         }
     }
 
+    /// The version of one export: the hash of this module shaken down to that export and
+    /// everything it can reach (plus the guest contract's `memory` and allocator), so that it
+    /// changes when any code the export can run changes and stays when only unreachable code
+    /// does. What a memo of the export's results keys on; see [`export_version`] for what is
+    /// and is not covered. Computed on first use and remembered.
+    ///
+    /// [`export_version`]: crate::export_version
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::MissingExport`] when the module has no export of that name (of any kind).
+    pub fn export_version(&self, export: &str) -> Result<CodeHash> {
+        let versions = || self.inner.versions.lock().expect("version cache poisoned");
+        if let Some(version) = versions().get(export) {
+            return Ok(*version);
+        }
+        if !self.inner.exports.iter().any(|e| e.name == export) {
+            return Err(missing_export(
+                self.inner.hash,
+                export,
+                self.pickled_exports(),
+            ));
+        }
+        // Computed outside the lock: two threads may both compute it, with the same result.
+        let version = crate::shake::export_version_valid(&self.inner.wasm, export)
+            .map_err(|e| e.with_code(self.inner.hash).with_export(export))?;
+        versions().insert(export.to_owned(), version);
+        Ok(version)
+    }
+
+    /// The [version](Code::export_version) of every pickled export, in module order.
+    ///
+    /// # Errors
+    ///
+    /// As [`Code::export_version`]; not expected for a module `Code::new` accepted.
+    pub fn export_versions(&self) -> Result<Vec<(String, CodeHash)>> {
+        self.pickled_exports()
+            .map(|name| Ok((name.to_owned(), self.export_version(name)?)))
+            .collect()
+    }
+
     fn pickled_exports(&self) -> impl Iterator<Item = &str> {
         self.inner
             .exports
@@ -255,12 +301,12 @@ pub(crate) fn missing_export<'a>(
 /// and relaxed SIMD are left out because they make results machine-dependent; several
 /// memories because the guest contract has exactly one.
 pub(crate) fn features() -> WasmFeatures {
-    (WasmFeatures::WASM2
-        | WasmFeatures::EXTENDED_CONST
-        | WasmFeatures::TAIL_CALL
-        | WasmFeatures::MEMORY64
-        | WasmFeatures::WIDE_ARITHMETIC)
+    // The WebAssembly 2.0 set plus what wasmtime 48 enables by default (extended constants,
+    // tail calls), minus GC types (wasmtime is built without `gc`, so `externref` is refused)
+    // and several memories. Memory64 and wide arithmetic are off in wasmtime by default.
+    (WasmFeatures::WASM2 | WasmFeatures::EXTENDED_CONST | WasmFeatures::TAIL_CALL)
         - WasmFeatures::MULTI_MEMORY
+        - WasmFeatures::GC_TYPES
 }
 
 fn invalid(e: impl fmt::Display) -> Error {
@@ -528,6 +574,20 @@ mod tests {
             Code::new(bad_body).unwrap_err().kind(),
             ErrorKind::InvalidModule
         );
+    }
+
+    #[test]
+    fn features_wasmtime_refuses_are_refused_early() {
+        for src in [
+            r#"(module (func (param externref)))"#,
+            r#"(module (memory i64 1))"#,
+        ] {
+            assert_eq!(
+                Code::new(wat(src)).unwrap_err().kind(),
+                ErrorKind::InvalidModule,
+                "{src}"
+            );
+        }
     }
 
     #[test]

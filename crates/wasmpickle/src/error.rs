@@ -21,6 +21,9 @@ pub enum ErrorKind {
     HashMismatch,
     /// The call names its code by hash and this runtime has no module with that hash.
     CodeNotFound,
+    /// An object in a code store is damaged (flipped bits, truncated, or another module's
+    /// bytes under its name). The error names the object's hash; the object is never returned.
+    StoreCorrupt,
     /// The bytes are not a WebAssembly module this sandbox accepts: they do not parse or
     /// validate, use a disabled feature (threads, relaxed SIMD, several memories), or exceed
     /// the runtime's module size cap.
@@ -51,11 +54,18 @@ pub enum ErrorKind {
     /// The guest broke the contract of `docs/abi.md`: a missing `memory` or allocator, a
     /// pointer or length outside memory, or a malformed reply.
     AbiViolation,
+    /// The runtime requires signed calls and this one is unsigned, signed with an unknown key,
+    /// or altered after signing.
+    Signature,
     /// Reading or writing a file failed.
     Io,
     /// The sandbox itself failed (the engine could not be configured, or an instance could not
     /// be allocated for reasons unrelated to the module).
     Runtime,
+    /// A memo refused the call: its export can reach a host import that the runtime grants and
+    /// that is not deterministic (such as `wasmpickle.clock_ms`), so a stored result could
+    /// differ from a fresh one. Run it without the memo.
+    NotMemoizable,
 }
 
 impl ErrorKind {
@@ -67,6 +77,7 @@ impl ErrorKind {
             ErrorKind::Encode => "encode",
             ErrorKind::HashMismatch => "hash-mismatch",
             ErrorKind::CodeNotFound => "code-not-found",
+            ErrorKind::StoreCorrupt => "store-corrupt",
             ErrorKind::InvalidModule => "invalid-module",
             ErrorKind::ForbiddenImport => "forbidden-import",
             ErrorKind::MissingExport => "missing-export",
@@ -79,18 +90,20 @@ impl ErrorKind {
             ErrorKind::Deadline => "deadline",
             ErrorKind::MemoryLimit => "memory-limit",
             ErrorKind::AbiViolation => "abi-violation",
+            ErrorKind::Signature => "signature",
             ErrorKind::Io => "io",
             ErrorKind::Runtime => "runtime",
+            ErrorKind::NotMemoizable => "not-memoizable",
         }
     }
 
     /// True for failures that are a property of the call itself, so running the same call
     /// again anywhere gives the same error: everything except deadlines, I/O and runtime
-    /// failures.
+    /// failures and damage found in a code store.
     pub fn is_deterministic(self) -> bool {
         !matches!(
             self,
-            ErrorKind::Deadline | ErrorKind::Io | ErrorKind::Runtime
+            ErrorKind::Deadline | ErrorKind::Io | ErrorKind::Runtime | ErrorKind::StoreCorrupt
         )
     }
 }
@@ -257,6 +270,7 @@ impl From<wasmpickle_format::Error> for Error {
         use wasmpickle_format::ErrorKind as F;
         let (kind, message) = match e.kind() {
             F::UnsupportedVersion => (ErrorKind::Version, "unsupported pickle version"),
+            F::Signature => (ErrorKind::Signature, "signature refused"),
             F::Value => (ErrorKind::Decode, "cannot decode value"),
             _ => (ErrorKind::Decode, "cannot decode pickle"),
         };

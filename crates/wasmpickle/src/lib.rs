@@ -38,9 +38,25 @@
 //! * [`Runtime`]: one wasmtime engine, `Send + Sync`, meant to live as long as the process.
 //!   It compiles each module once per hash and gives every call a fresh instance from a
 //!   pooling allocator.
+//! * [`CodeStore`]: where modules live by hash, so that calls can name their code instead of
+//!   carrying it. [`DirStore`] (a directory; every read re-verifies the hash) and
+//!   [`MemoryStore`]. A runtime resolves by-hash calls through one
+//!   ([`RuntimeConfig::code_store`]).
+//! * The compiled cache ([`RuntimeConfig::compiled_cache`]): compiled modules on disk, so the
+//!   next process maps them in instead of compiling; only artifacts the cache wrote itself
+//!   are ever loaded. [`Runtime::stats`] says where modules came from.
+//! * [`seal_call`] and [`seal_closure`]: a call or a closure as one standalone module, its
+//!   environment and arguments baked in as data, that any WebAssembly engine runs through
+//!   one exported entry point with no wasmpickle code (`docs/abi.md`, "Sealed modules").
 //! * [`Limits`]: fuel, deadline, memory and table caps; a call may ask for less, never more.
 //! * [`Grant`]: the host functions a runtime may let modules import. None by default.
 //! * [`Outcome`]: a returned value (MessagePack) and the fuel it took.
+//! * [`Memo`]: results of calls cached under keys that change exactly when the code an export
+//!   can reach, its environment or its arguments change, in a [`MemoBackend`]:
+//!   [`LruBackend`] (memory, bounded in bytes), [`RedbBackend`] (a file) or, with the `redis`
+//!   feature, `RedisBackend`. Calls that can reach a granted clock are refused.
+//! * [`Journal`]: an append-only, checksummed file of executed calls and their
+//!   [`RecordedResult`]s; [`replay`] runs them again anywhere and reports every divergence.
 //! * [`Error`] / [`ErrorKind`]: every failure has a kind a caller can act on — decode,
 //!   hash mismatch, missing export, guest panic, out of fuel, memory limit, and so on.
 //!
@@ -52,18 +68,45 @@
 //! deadline, by nature, does not; it is a backstop, and fuel is the budget.
 //!
 //! The guest side of the contract is in `docs/abi.md`; the byte format in `docs/format.md`.
+//!
+//! # Features
+//!
+//! * `redis` (off by default): the Redis memo backend, `RedisBackend`, through redis-rs's
+//!   synchronous API (no async runtime).
 
+mod cache;
 mod code;
 mod error;
+mod journal;
 mod limits;
+mod memo;
 mod runtime;
 mod sandbox;
+mod seal;
+mod shake;
+mod store;
 
+pub use cache::RuntimeStats;
 pub use code::{Code, Export, Import, UNHASHED_SECTIONS, canonical_bytes, canonical_hash};
 pub use error::{Error, ErrorKind, Result};
+pub use journal::{
+    Divergence, JOURNAL_MAGIC, Journal, JournalConfig, JournalReader, JournalRecord, NotReplayed,
+    ReplayConfig, ReplayReport, TornTail, replay, replay_with_progress,
+};
 pub use limits::{Grant, Limits};
+#[cfg(feature = "redis")]
+pub use memo::RedisBackend;
+pub use memo::{
+    BackendStats, Fetched, LruBackend, MEMO_FORMAT_VERSION, Memo, MemoBackend, MemoConfig, MemoKey,
+    MemoLookup, MemoMiss, MemoStats, OUTCOME_VERSION, RecordedResult, RedbBackend,
+};
 pub use runtime::{Outcome, Runtime, RuntimeConfig};
+pub use seal::{SEALED_ENTRY, SEALED_SECTION, seal_call, seal_closure};
+pub use shake::{export_version, shake};
+pub use store::{CodeStore, Corrupt, DirStore, GcReport, MemoryStore, VerifyReport};
 
 pub use wasmpickle_format as format;
 pub use wasmpickle_format::abi::{ExportDescription, GuestFailure};
-pub use wasmpickle_format::{Call, CallId, CallLimits, Closure, CodeHash, CodeRef};
+pub use wasmpickle_format::{
+    Call, CallId, CallLimits, Closure, CodeHash, CodeRef, Keyring, SignedCall, SigningKey,
+};

@@ -2,23 +2,28 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use serde::Deserialize;
 use wasmpickle_format::abi;
-use wasmpickle_format::{Call, CodeHash, CodeRef};
+use wasmpickle_format::{
+    Call, CodeHash, CodeRef, DecodeLimits, Header, Keyring, PickleKind, SignedCall,
+};
 use wasmtime::{
     Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport,
     PoolingAllocationConfig,
 };
 
+use crate::cache::{CompiledCache, Counters, Lookup, ModuleTable, RuntimeStats};
 use crate::code::{Code, canonical_hash, missing_export};
 use crate::error::{Error, ErrorKind, Result};
 use crate::limits::{Grant, Limits};
 use crate::sandbox::{self, Sandbox};
+use crate::store::CodeStore;
 
 const WASM_PAGE: u64 = 64 << 10;
 
@@ -30,20 +35,28 @@ const POOL_TABLE_ELEMENTS: u64 = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     limits: Limits,
+    keyring: Option<Keyring>,
     grants: Vec<Grant>,
     max_concurrent_calls: u32,
     max_module_bytes: usize,
     epoch_tick: Duration,
+    code_store: Option<Arc<dyn CodeStore>>,
+    compiled_cache: Option<PathBuf>,
+    max_cached_modules: usize,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             limits: Limits::default(),
+            keyring: None,
             grants: Vec::new(),
             max_concurrent_calls: 64,
             max_module_bytes: 64 << 20,
             epoch_tick: Duration::from_millis(10),
+            code_store: None,
+            compiled_cache: None,
+            max_cached_modules: 256,
         }
     }
 }
@@ -58,6 +71,14 @@ impl RuntimeConfig {
     /// [`Limits::default`].
     pub fn limits(&mut self, limits: Limits) -> &mut Self {
         self.limits = limits;
+        self
+    }
+
+    /// Runs only calls signed with a key in `keys` ([`Call::sign`]); unsigned, unknown-key and
+    /// tampered pickles are refused with [`ErrorKind::Signature`] before anything is decoded
+    /// or compiled. Default: signatures are not required (and not checked).
+    pub fn require_signatures(&mut self, keys: Keyring) -> &mut Self {
+        self.keyring = Some(keys);
         self
     }
 
@@ -90,6 +111,44 @@ impl RuntimeConfig {
         self.epoch_tick = tick.max(Duration::from_millis(1));
         self
     }
+
+    /// Resolves calls that name their code by hash through `store`, and puts the modules that
+    /// arrive inline or through [`Runtime::load`] into it, so that a module crosses to this
+    /// receiver once and later calls need only its hash. Every module read from the store is
+    /// checked against its hash before it is compiled. Default: no store; a by-hash call then
+    /// runs only when its module was loaded or arrived inline earlier (and is still in the
+    /// module table, or in the compiled cache).
+    pub fn code_store(&mut self, store: Arc<dyn CodeStore>) -> &mut Self {
+        self.code_store = Some(store);
+        self
+    }
+
+    /// Keeps compiled modules in the directory `dir` (created if missing, private to its
+    /// owner), so that a module compiled by one process is mapped into the next in well
+    /// under a millisecond instead of compiled again. Default: none, and every process
+    /// compiles the modules it runs.
+    ///
+    /// Compiled code is native code, and loading it is not sandboxed, so the cache loads
+    /// only artifacts it wrote itself: each carries a MAC (keyed BLAKE3) under a secret key
+    /// kept in the directory, over the artifact, the engine configuration's fingerprint and
+    /// the code hash, checked before wasmtime sees a byte. A damaged or foreign artifact, or
+    /// one for another configuration or module, is compiled again and overwritten. One
+    /// directory can be shared by any number of runtimes and processes of the same user;
+    /// `docs/storage.md` specifies the layout.
+    pub fn compiled_cache(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.compiled_cache = Some(dir.into());
+        self
+    }
+
+    /// How many compiled modules the runtime keeps in memory; beyond that, the least recently
+    /// used is dropped (and found again in the compiled cache or code store when called
+    /// again; without either, a by-hash call for it then fails with
+    /// [`ErrorKind::CodeNotFound`]). A compiled module takes a few times its wasm size.
+    /// Default: 256.
+    pub fn max_cached_modules(&mut self, n: usize) -> &mut Self {
+        self.max_cached_modules = n.max(1);
+        self
+    }
 }
 
 /// Runs pickled calls in a wasmtime sandbox.
@@ -108,8 +167,10 @@ pub(crate) struct Inner {
     pub(crate) engine: Engine,
     linker: Linker<Sandbox>,
     config: RuntimeConfig,
-    modules: RwLock<HashMap<CodeHash, Arc<Compiled>>>,
+    modules: ModuleTable<Arc<Compiled>>,
     compiling: Mutex<HashMap<CodeHash, Arc<Mutex<()>>>>,
+    cache: Option<CompiledCache>,
+    stats: Counters,
     slots: Slots,
     ticker_stop: Arc<AtomicBool>,
     ticker: Option<thread::JoinHandle<()>>,
@@ -132,13 +193,23 @@ pub(crate) enum Entry {
     Other(String),
 }
 
+/// Where the code of a module not yet in the table can come from, besides the compiled cache
+/// and the code store.
+enum Source<'a> {
+    /// A call's code: inline bytes, not yet checked against the hash, or the hash alone.
+    Call(Option<&'a Arc<[u8]>>),
+    /// A module given to [`Runtime::load`], hashed when it was made.
+    Code(&'a Code),
+}
+
 impl Runtime {
     /// A runtime with the given configuration.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Runtime`] when wasmtime cannot set up the engine (for example when the
-    /// pooling allocator cannot reserve address space).
+    /// pooling allocator cannot reserve address space); [`ErrorKind::Io`] when the compiled
+    /// cache's directory cannot be created or its key read.
     pub fn new(config: &RuntimeConfig) -> Result<Runtime> {
         let limits = config.limits;
         let mut pool = PoolingAllocationConfig::new();
@@ -176,6 +247,11 @@ impl Runtime {
                 .with_source(e.into_boxed_dyn_error())
         })?;
 
+        let cache = match &config.compiled_cache {
+            Some(dir) => Some(CompiledCache::open(dir, &engine)?),
+            None => None,
+        };
+
         let mut linker = Linker::new(&engine);
         for grant in &config.grants {
             sandbox::define_grant(&mut linker, *grant).map_err(|e| {
@@ -209,8 +285,10 @@ impl Runtime {
                 engine,
                 linker,
                 config: config.clone(),
-                modules: RwLock::new(HashMap::new()),
+                modules: ModuleTable::new(config.max_cached_modules),
                 compiling: Mutex::new(HashMap::new()),
+                cache,
+                stats: Counters::default(),
                 slots: Slots::new(slots),
                 ticker_stop,
                 ticker: Some(ticker),
@@ -236,42 +314,67 @@ impl Runtime {
     /// [`ErrorKind::InvalidModule`], [`ErrorKind::ForbiddenImport`] or
     /// [`ErrorKind::AbiViolation`] when the sandbox will not run the module.
     pub fn load(&self, code: &Code) -> Result<()> {
-        self.compiled(code.hash(), Some(code.wasm()), true)
-            .map(drop)
+        self.compiled(code.hash(), Source::Code(code)).map(drop)
     }
 
-    /// True when a module with this hash is compiled and ready.
+    /// True when a module with this hash is compiled and ready in memory.
     pub fn contains(&self, hash: &CodeHash) -> bool {
-        self.inner
-            .modules
-            .read()
-            .expect("module table poisoned")
-            .contains_key(hash)
+        self.inner.modules.contains(hash)
     }
 
-    /// Drops the compiled form of a module. Calls already running are not affected.
+    /// Drops the compiled form of a module from memory (not from the compiled cache or the
+    /// code store). Calls already running are not affected.
     pub fn forget(&self, hash: &CodeHash) -> bool {
-        self.inner
-            .modules
-            .write()
-            .expect("module table poisoned")
-            .remove(hash)
-            .is_some()
+        self.inner.modules.remove(hash)
+    }
+
+    /// Where this runtime's modules came from so far: how many were compiled, found in
+    /// memory, loaded from the compiled cache or read from the code store.
+    pub fn stats(&self) -> RuntimeStats {
+        self.inner.stats.snapshot()
     }
 
     /// Runs a call in a fresh sandbox and returns its result.
     ///
-    /// The module is taken from the runtime's cache by hash; if it is not there and the call
-    /// carries the code inline, the bytes are verified against the hash and compiled first.
+    /// The module is looked up by hash in the runtime's module table, then in its compiled
+    /// cache; failing both, its code (inline in the call, or from the code store) is
+    /// verified against the hash and compiled. Inline code is put into the code store.
     ///
     /// # Errors
     ///
-    /// Every failure has a kind: [`ErrorKind::CodeNotFound`], [`ErrorKind::HashMismatch`],
+    /// Every failure has a kind: [`ErrorKind::CodeNotFound`] (naming the hash),
+    /// [`ErrorKind::StoreCorrupt`], [`ErrorKind::HashMismatch`],
     /// [`ErrorKind::MissingExport`], [`ErrorKind::WrongSignature`], [`ErrorKind::BadInput`],
     /// [`ErrorKind::GuestError`], [`ErrorKind::GuestPanic`], [`ErrorKind::Trap`],
     /// [`ErrorKind::OutOfFuel`], [`ErrorKind::Deadline`], [`ErrorKind::MemoryLimit`],
     /// [`ErrorKind::AbiViolation`], and those of [`Runtime::load`].
     pub fn run(&self, call: &Call) -> Result<Outcome> {
+        if self.inner.config.keyring.is_some() {
+            return Err(Error::new(
+                ErrorKind::Signature,
+                "this runtime only runs signed calls; use run_signed or run_bytes",
+            ));
+        }
+        self.run_verified(call)
+    }
+
+    /// Checks a signed call's signature (when the runtime requires signatures) and runs it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Signature`] when the key is unknown or the signature does not match, then
+    /// as [`Runtime::run`].
+    pub fn run_signed(&self, signed: &SignedCall) -> Result<Outcome> {
+        let limits = DecodeLimits::default();
+        let call = match &self.inner.config.keyring {
+            Some(keys) => signed.verify(keys, &limits)?,
+            // Nothing to check against: the call runs as if it were unsigned.
+            None => Call::from_bytes_with(signed.call_bytes(), &limits)?,
+        };
+        self.run_verified(&call)
+    }
+
+    fn run_verified(&self, call: &Call) -> Result<Outcome> {
         let compiled = self.resolve(call.code())?;
         let func = match compiled.exports.get(call.export()) {
             Some(Entry::Pickled(func)) => func,
@@ -304,46 +407,35 @@ impl Runtime {
         sandbox::invoke(&self.inner.engine, &compiled, func, call, &limits, ticks)
     }
 
-    /// Decodes a call pickle and runs it; see [`Runtime::run`].
+    /// Decodes a call pickle, signed or not, and runs it; see [`Runtime::run`] and
+    /// [`Runtime::run_signed`]. With signatures required, the signature is checked before
+    /// anything else is decoded.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Decode`] or [`ErrorKind::Version`] for bytes that are not a call pickle
-    /// this build reads, then as [`Runtime::run`].
+    /// this build reads, [`ErrorKind::Signature`] as for [`Runtime::run_signed`], then as
+    /// [`Runtime::run`].
     pub fn run_bytes(&self, pickle: &[u8]) -> Result<Outcome> {
-        self.run(&Call::from_bytes(pickle)?)
+        match Header::read(pickle)?.kind {
+            PickleKind::SignedCall => self.run_signed(&SignedCall::from_bytes(pickle)?),
+            _ => self.run(&Call::from_bytes(pickle)?),
+        }
     }
 
     fn resolve(&self, code: &CodeRef) -> Result<Arc<Compiled>> {
-        if let Some(c) = self.cached(&code.hash()) {
-            return Ok(c);
-        }
-        match code.wasm() {
-            Some(wasm) => self.compiled(code.hash(), Some(wasm), false),
-            None => Err(Error::new(
-                ErrorKind::CodeNotFound,
-                format!("code {} is not loaded in this runtime", code.hash()),
-            )
-            .with_code(code.hash())),
-        }
+        self.compiled(code.hash(), Source::Call(code.wasm()))
     }
 
     fn cached(&self, hash: &CodeHash) -> Option<Arc<Compiled>> {
-        self.inner
-            .modules
-            .read()
-            .expect("module table poisoned")
-            .get(hash)
-            .cloned()
+        let compiled = self.inner.modules.get(hash)?;
+        Counters::bump(&self.inner.stats.memory_hits);
+        Some(compiled)
     }
 
-    /// Compiles a module at most once per hash, even when several threads ask at once.
-    fn compiled(
-        &self,
-        hash: CodeHash,
-        wasm: Option<&Arc<[u8]>>,
-        verified: bool,
-    ) -> Result<Arc<Compiled>> {
+    /// Finds or builds the module `hash` names, building it at most once even when several
+    /// threads ask at once.
+    fn compiled(&self, hash: CodeHash, source: Source<'_>) -> Result<Arc<Compiled>> {
         if let Some(c) = self.cached(&hash) {
             return Ok(c);
         }
@@ -359,13 +451,10 @@ impl Runtime {
             let _held = gate.lock().expect("compile gate poisoned");
             match self.cached(&hash) {
                 Some(c) => Ok(c),
-                None => self.compile(hash, wasm, verified).map(|c| {
+                None => self.build(hash, source).map(|c| {
                     let c = Arc::new(c);
-                    self.inner
-                        .modules
-                        .write()
-                        .expect("module table poisoned")
-                        .insert(hash, c.clone());
+                    let evicted = self.inner.modules.insert(hash, c.clone());
+                    Counters::add(&self.inner.stats.evictions, evicted as u64);
                     c
                 }),
             }
@@ -378,30 +467,171 @@ impl Runtime {
         result
     }
 
-    fn compile(
-        &self,
-        hash: CodeHash,
-        wasm: Option<&Arc<[u8]>>,
-        verified: bool,
-    ) -> Result<Compiled> {
-        let wasm = wasm.ok_or_else(|| {
-            Error::new(
-                ErrorKind::CodeNotFound,
-                format!("code {hash} is not loaded in this runtime"),
-            )
-            .with_code(hash)
+    /// A module not in the table: from the compiled cache, or compiled from its code (which
+    /// then goes into the compiled cache and the code store).
+    fn build(&self, hash: CodeHash, source: Source<'_>) -> Result<Compiled> {
+        let stats = &self.inner.stats;
+        // The cache is keyed by the hash the call names, so a hit skips hashing the inline
+        // bytes too: as with the module table, the hash is the identity, and inline bytes are
+        // only one way to obtain the code it names.
+        if let Some(cache) = &self.inner.cache {
+            match cache.load(&self.inner.engine, &hash) {
+                Lookup::Hit(module) => {
+                    Counters::bump(&stats.disk_hits);
+                    self.keep_in_store(hash, &source);
+                    return self.link(hash, module);
+                }
+                Lookup::Miss => {
+                    Counters::bump(&stats.disk_misses);
+                    tracing::debug!(code = %hash, "compiled cache miss");
+                }
+                Lookup::Rejected(reason) => {
+                    Counters::bump(&stats.disk_misses);
+                    Counters::bump(&stats.disk_rejects);
+                    tracing::debug!(
+                        code = %hash,
+                        %reason,
+                        "compiled cache artifact rejected; compiling again"
+                    );
+                }
+            }
+        }
+        let (wasm, verified) = self.code_for(hash, source)?;
+        let module = self.compile(hash, &wasm, verified)?;
+        if let Some(cache) = &self.inner.cache {
+            // The cache only saves time; a full disk must not fail the call.
+            match cache.store(&hash, &module) {
+                Ok(()) => Counters::bump(&stats.disk_writes),
+                Err(e) => {
+                    tracing::warn!(code = %hash, error = %e, "cannot write to the compiled cache");
+                }
+            }
+        }
+        self.link(hash, module)
+    }
+
+    /// The bytes of the module `hash` names, and whether they are known to hash to it.
+    fn code_for(&self, hash: CodeHash, source: Source<'_>) -> Result<(Arc<[u8]>, bool)> {
+        let store = self.inner.config.code_store.as_ref();
+        match source {
+            Source::Code(code) => {
+                self.put_in_store(code);
+                Ok((code.wasm().clone(), true))
+            }
+            // With a store, inline bytes are made into a `Code` (validated and hashed) so
+            // that they can be stored; without one, `compile` checks the hash alone.
+            Source::Call(Some(wasm)) if store.is_some() => {
+                let code = self.verify_inline(hash, wasm)?;
+                self.put_in_store(&code);
+                Ok((code.wasm().clone(), true))
+            }
+            Source::Call(Some(wasm)) => Ok((wasm.clone(), false)),
+            Source::Call(None) => {
+                let Some(store) = store else {
+                    return Err(Error::new(
+                        ErrorKind::CodeNotFound,
+                        format!("code {hash} is not loaded in this runtime"),
+                    )
+                    .with_code(hash));
+                };
+                match store.get(&hash)? {
+                    // A `Code` is hashed when it is made, so this holds for any store; it is
+                    // checked because a store is not trusted to return what was asked for.
+                    Some(code) if code.hash() == hash => {
+                        Counters::bump(&self.inner.stats.store_reads);
+                        tracing::debug!(code = %hash, "read module from the code store");
+                        Ok((code.wasm().clone(), true))
+                    }
+                    Some(code) => Err(Error::new(
+                        ErrorKind::StoreCorrupt,
+                        format!("the code store returned {} for {hash}", code.hash()),
+                    )
+                    .with_code(hash)),
+                    None => Err(Error::new(
+                        ErrorKind::CodeNotFound,
+                        format!(
+                            "code {hash} is not loaded in this runtime and not in its code store"
+                        ),
+                    )
+                    .with_code(hash)),
+                }
+            }
+        }
+    }
+
+    /// Validates and hashes inline bytes claimed to be the module `hash`.
+    fn verify_inline(&self, hash: CodeHash, wasm: &Arc<[u8]>) -> Result<Code> {
+        self.check_size(hash, wasm.len())?;
+        let code = Code::new(wasm.clone()).map_err(|e| {
+            Error::new(e.kind(), format!("module claimed as {hash} is not valid"))
+                .with_code(hash)
+                .with_source(e)
         })?;
-        let max = self.inner.config.max_module_bytes;
-        if wasm.len() > max {
+        if code.hash() != hash {
             return Err(Error::new(
-                ErrorKind::InvalidModule,
+                ErrorKind::HashMismatch,
                 format!(
-                    "module {hash} is {} bytes, more than this runtime compiles ({max})",
-                    wasm.len()
+                    "module bytes hash to {}, but the pickle names {hash}",
+                    code.hash()
                 ),
             )
             .with_code(hash));
         }
+        Ok(code)
+    }
+
+    /// Puts a module into the code store, if there is one. Storing only saves the next
+    /// sender from shipping the code again, so a failure is logged, not returned.
+    fn put_in_store(&self, code: &Code) {
+        let Some(store) = &self.inner.config.code_store else {
+            return;
+        };
+        match store.put(code) {
+            Ok(true) => Counters::bump(&self.inner.stats.store_puts),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(
+                    code = %code.hash(),
+                    error = %e,
+                    "cannot put module into the code store"
+                );
+            }
+        }
+    }
+
+    /// After a compiled-cache hit, stores the call's code if the store lacks it. Checked by
+    /// name first, so the hit stays cheap when the store has it.
+    fn keep_in_store(&self, hash: CodeHash, source: &Source<'_>) {
+        let Some(store) = &self.inner.config.code_store else {
+            return;
+        };
+        if store.contains(&hash).unwrap_or(false) {
+            return;
+        }
+        match source {
+            Source::Code(code) => self.put_in_store(code),
+            Source::Call(Some(wasm)) => match self.verify_inline(hash, wasm) {
+                Ok(code) => self.put_in_store(&code),
+                Err(e) => tracing::debug!(code = %hash, error = %e, "inline code not stored"),
+            },
+            Source::Call(None) => {}
+        }
+    }
+
+    fn check_size(&self, hash: CodeHash, len: usize) -> Result<()> {
+        let max = self.inner.config.max_module_bytes;
+        if len > max {
+            return Err(Error::new(
+                ErrorKind::InvalidModule,
+                format!("module {hash} is {len} bytes, more than this runtime compiles ({max})"),
+            )
+            .with_code(hash));
+        }
+        Ok(())
+    }
+
+    fn compile(&self, hash: CodeHash, wasm: &[u8], verified: bool) -> Result<Module> {
+        self.check_size(hash, wasm.len())?;
         // The hash is checked before the compiler sees a byte: a pickle whose code does not
         // match its address is refused, never run under a name it does not have.
         if !verified {
@@ -421,6 +651,7 @@ impl Runtime {
                 .with_code(hash));
             }
         }
+        Counters::bump(&self.inner.stats.compiles);
         let started = std::time::Instant::now();
         let module = Module::new(&self.inner.engine, wasm).map_err(|e| {
             Error::new(
@@ -431,7 +662,7 @@ impl Runtime {
             .with_source(e.into_boxed_dyn_error())
         })?;
         tracing::debug!(code = %hash, bytes = wasm.len(), ms = started.elapsed().as_secs_f64() * 1e3, "compiled module");
-        self.link(hash, module)
+        Ok(module)
     }
 
     fn link(&self, hash: CodeHash, module: Module) -> Result<Compiled> {
@@ -557,10 +788,7 @@ impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runtime")
             .field("config", &self.inner.config)
-            .field(
-                "modules",
-                &self.inner.modules.read().map(|m| m.len()).unwrap_or(0),
-            )
+            .field("modules", &self.inner.modules.len())
             .finish()
     }
 }
