@@ -16,6 +16,8 @@
 //! * `*/add`: the same for `add` of `guest-examples/wat/add.wat`, a guest written by hand
 //!   without the SDK: the same closure shape (a captured constant and one argument) with
 //!   almost no guest work, so the pool's own cost shows.
+//! * `round_trip/twin/incr`: a method of a live object (`Counter.incr` of
+//!   `guest-examples/twins`) in a worker process of its own, through its `Twin` handle.
 //! * `throughput/{scale,add}/{1,2}`: 2,000 calls through `run_all` on 1 and 2 workers.
 
 use std::hint::black_box;
@@ -33,6 +35,12 @@ use wasmpickle_pool::{Client, Pool, PoolConfig};
 #[derive(Serialize)]
 struct Scale {
     factor: f64,
+}
+
+#[derive(Serialize)]
+struct CounterStart {
+    start: i64,
+    step: i64,
 }
 
 const BATCH: usize = 2000;
@@ -195,6 +203,21 @@ fn bench(c: &mut Criterion) {
     });
     drop(client);
     let _ = worker.wait();
+
+    // A method of a live object in a worker process of its own: the same pipes, no fresh
+    // sandbox (the instance is kept), the arguments and reply of `Counter.incr`.
+    let twins = Code::from_file(wasmpickle_test_artifacts::TWINS).expect("the twins guest");
+    let start = twins
+        .closure("Counter.new", &CounterStart { start: 0, step: 1 })
+        .expect("a closure")
+        .call(&())
+        .expect("a constructor call");
+    let host = pool(1, &program);
+    let mut counter = host.spawn_twin(&start).expect("the twin starts");
+    group.bench_function("twin/incr", |b| {
+        b.iter(|| black_box(counter.call_bytes("incr", &[0xc0]).unwrap()))
+    });
+    drop(counter);
     group.finish();
 
     let mut group = c.benchmark_group("throughput");

@@ -50,6 +50,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("MATH", "math.wasm"),
     ("FAULTY", "faulty.wasm"),
     ("FAULTY_IMPORT", "faulty_import.wasm"),
+    ("TWINS", "twins.wasm"),
 ];
 
 /// The builds of `guest-examples/versioned`: (constant in lib.rs, value of

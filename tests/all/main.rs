@@ -15,3 +15,4 @@ mod seal;
 mod shake;
 mod sign;
 mod store;
+mod twins;

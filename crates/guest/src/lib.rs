@@ -6,7 +6,8 @@
 //! the return value is the result. The SDK writes the glue `docs/abi.md` asks for: the
 //! allocator exports, MessagePack decoding and encoding (through the same
 //! [`codec`] the host uses), error and panic replies, and a description of every export in a
-//! custom section.
+//! custom section. An `impl` block marked [`#[object]`](object) exports a type as a live
+//! object instead, whose constructor and methods the host calls on one instance it keeps.
 //!
 //! # Example
 //!
@@ -50,6 +51,11 @@
 //!   last path segment is `Result` (`Result<T, E>`, `anyhow::Result<T>`, `io::Result<T>`)
 //!   replies `Ok(v)` as a result and `Err(e)` as a guest error with `e.to_string()`; any other
 //!   `T: Serialize` is the result.
+//! * [`object`]: the attribute on an inherent `impl` block that exports the type as a live
+//!   object (a *twin*) instead of a closure: `new` becomes the export `Type.new`, which
+//!   stores the object in the instance, and every `pub` method with `&self` or `&mut self`
+//!   becomes `Type.method`, which runs on it. The instance holds one object, in linear memory,
+//!   so the host can keep it across calls and snapshot it (`docs/abi.md` §11).
 //! * Replies (`docs/abi.md` §5): status 0 with the result, 1 for an `Err`, 2 for a panic,
 //!   3 when the environment or the arguments do not decode into the parameter types (the
 //!   message says which, and serde's reason).
@@ -124,6 +130,7 @@ extern crate self as wasmpickle_guest;
 
 mod bump;
 pub mod host;
+mod object;
 mod runtime;
 
 pub use bump::BumpAlloc;
@@ -200,11 +207,133 @@ pub use wasmpickle_format::{abi, codec};
 #[doc(inline)]
 pub use wasmpickle_macros::export;
 
-/// Runtime glue for the code `#[export]` generates. Not public API: it changes with the macro.
+/// Exports a type as a live object, a *twin*: its constructor and methods become exports
+/// that share one object kept in the instance between calls.
+///
+/// ```
+/// use serde::Deserialize;
+/// use wasmpickle_guest::object;
+///
+/// /// The constructor's environment.
+/// #[derive(Deserialize)]
+/// pub struct Start {
+///     value: i64,
+///     step: i64,
+/// }
+///
+/// pub struct Counter {
+///     value: i64,
+///     step: i64,
+/// }
+///
+/// #[object]
+/// impl Counter {
+///     /// Exported as `Counter.new`: builds the object the other exports work on.
+///     pub fn new(env: Start) -> Result<Self, String> {
+///         match env.step {
+///             0 => Err("a step of 0 would never count".to_owned()),
+///             step => Ok(Counter { value: env.value, step }),
+///         }
+///     }
+///
+///     /// Exported as `Counter.incr`: adds the step, returns the new value.
+///     pub fn incr(&mut self) -> i64 {
+///         self.value += self.step;
+///         self.value
+///     }
+///
+///     /// Exported as `Counter.add_times`, taking the arguments `[n, times]`.
+///     #[method(name = "add_times")]
+///     pub fn add(&mut self, n: i64, times: u32) -> i64 {
+///         self.value += n * i64::from(times);
+///         self.value
+///     }
+///
+///     /// Exported as `Counter.get`.
+///     pub fn get(&self) -> i64 {
+///         self.value
+///     }
+///
+///     /// Not exported: not `pub`.
+///     fn clamp(&mut self) {
+///         self.value = self.value.max(0);
+///     }
+/// }
+///
+/// // The impl stays an ordinary impl, so the object can be unit-tested natively.
+/// let mut counter = Counter::new(Start { value: 10, step: 5 }).unwrap();
+/// assert_eq!(counter.incr(), 15);
+/// assert_eq!(counter.add(1, 3), 18);
+/// counter.clamp();
+/// assert_eq!(counter.get(), 18);
+/// ```
+///
+/// Built for wasm32, that crate exports `Counter.new`, `Counter.incr`, `Counter.add_times`
+/// and `Counter.get`, each with the signature of [`export`]'s exports.
+///
+/// # Exports
+///
+/// * **Constructor**: the associated function `new`, required. Its parameters follow
+///   [`export`]'s rules exactly (an environment first when named `env` or `_env` or marked
+///   `#[env]`, then the arguments; borrowed `&str` and `&[u8]` allowed). It returns `Self` or
+///   `Result<Self, E>` with `E: Display` (any path whose last segment is `Result`). Exported
+///   as `Name.new`: on success it stores the object in the instance, dropping the one it
+///   replaces, and replies `nil`; an `Err(e)` replies a guest error with `e.to_string()` and
+///   leaves the previous object, if any, in place.
+/// * **Methods**: every `pub fn` with a `&self` or `&mut self` receiver (also spelled
+///   `self: &Self`, `self: &mut Self`), exported as `Name.method`. A method takes no
+///   environment: the host must pass `nil`. Its parameters are the arguments, and its result
+///   is replied as [`export`] replies one (a `Result` unpacked, a panic in the panic slot).
+///   Before the constructor has succeeded once, a method replies a guest error with the
+///   message `object Name is not constructed`, without decoding its arguments.
+/// * **Left alone**: functions that are not `pub` (`pub(crate)` included), associated
+///   functions without a receiver other than `new`, constants and types.
+///
+/// Each export is described in the `wasmpickle.exports` custom section like an [`export`]'s,
+/// with `Self` spelled as the type's name; methods have no environment. A constructor's result
+/// is described as written (`Counter`, `Result<Counter, String>`), although its reply carries
+/// `nil`.
+///
+/// # Arguments
+///
+/// * `name = "..."`: the object's name, the prefix of its exports, instead of the type's
+///   (last path segment) name. The rules of [`export`] names apply, and it may not contain
+///   `.`, which separates it from the method.
+/// * On a method, `#[method(name = "...")]` exports it under another name. A method name may
+///   not be empty, contain `.`, be `new`, or be taken by another method.
+///
+/// # State
+///
+/// An instance holds at most one object per type, in a `static` in linear memory: the host
+/// keeps an object alive by keeping its instance, and snapshots it by copying the instance's
+/// linear memory and globals. All of an object's state must therefore live there, as it does
+/// in Rust compiled for `wasm32-unknown-unknown` on its own: not in host-side resources (an
+/// imported handle), and not in a table changed at run time. A long-lived object that allocates
+/// also wants an allocator that frees: use Rust's default allocator, not [`BumpAlloc`].
+///
+/// # Errors
+///
+/// A compile error, pointing at the offending tokens, for an item that is not an `impl`
+/// block, a trait impl, a generic impl or one with a `where` clause, an impl of a type that is
+/// not a named path, a missing `new`, a `new` with a receiver or that does not return `Self` or
+/// `Result<Self, E>`, an exported method that takes `self` by value (or as `Box<Self>`), the
+/// function misuses [`export`] rejects (`async`, `unsafe`, `extern`, generic, variadic,
+/// `impl Trait` parameters, `'static` borrows), `#[env]` anywhere but on `new`'s first
+/// parameter, `#[method]` on a function that is not exported, and an invalid or reserved
+/// object or method name.
+///
+/// Two `#[object]` impls for one name, or an [`export`] named like one of their exports, are
+/// caught by the linker (a duplicate symbol), not by the attribute.
+#[doc(inline)]
+pub use wasmpickle_macros::object;
+
+/// Runtime glue for the code `#[export]` and `#[object]` generate. Not public API: it changes
+/// with the macros.
 #[doc(hidden)]
 pub mod __private {
     pub use std::vec::Vec;
 
+    pub use crate::object::ObjectSlot;
     #[cfg(target_family = "wasm")]
     pub use crate::runtime::{PANIC_SLOT, install_panic_hook, run};
     pub use crate::runtime::{PanicSlot, decode_args, decode_env, error_reply, ok_reply};

@@ -24,11 +24,16 @@
 //! Every misuse is a `syn::Error` pointing at the offending tokens. The function is emitted
 //! even when it is rejected, so a mistake in the attribute does not cascade into "cannot find
 //! function" errors at every call site.
+//!
+//! The checks and the pieces of glue are `pub(crate)`: `#[object]` (`object.rs`) builds each
+//! of an object's exports from them, so its constructor and methods follow the same rules.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{Ident, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Attribute, Expr, FnArg, GenericParam, ItemFn, Lit, Meta, Pat, ReturnType, Type};
+use syn::{
+    Attribute, Expr, FnArg, GenericParam, ItemFn, Lit, Meta, Pat, ReturnType, Signature, Type,
+};
 use wasmpickle_format::MAX_EXPORT_NAME;
 use wasmpickle_format::abi::{
     ALLOC_EXPORT, ExportDescription, FREE_EXPORT, MEMORY_EXPORT, PANIC_SLOT_EXPORT, Param,
@@ -49,14 +54,17 @@ const RESERVED: &[&str] = &[
 ];
 const RESERVED_PREFIX: &str = "wasmpickle_";
 
-/// The arguments of the attribute: `#[export]` or `#[export(name = "...")]`.
+/// The arguments of the attribute: `#[export]` or `#[export(name = "...")]` (and the same
+/// for `#[object]` and `#[method]`).
 #[derive(Debug, Default)]
-struct Args {
-    name: Option<(String, Span)>,
+pub(crate) struct Args {
+    pub(crate) name: Option<(String, Span)>,
 }
 
 impl Args {
-    fn parse(tokens: TokenStream) -> syn::Result<Args> {
+    /// Parses `name = "..."`; `placeholder` is what the messages show as the example value
+    /// (`export_name`).
+    pub(crate) fn parse(tokens: TokenStream, placeholder: &str) -> syn::Result<Args> {
         let mut args = Args::default();
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("name") {
@@ -64,10 +72,13 @@ impl Args {
                     return Err(meta.error("`name` is given twice"));
                 }
                 if !meta.input.peek(syn::Token![=]) {
-                    return Err(meta.error("expected `name = \"export_name\"`"));
+                    return Err(meta.error(format!("expected `name = \"{placeholder}\"`")));
                 }
                 let lit: syn::LitStr = meta.value()?.parse().map_err(|e| {
-                    syn::Error::new(e.span(), "expected a string: `name = \"export_name\"`")
+                    syn::Error::new(
+                        e.span(),
+                        format!("expected a string: `name = \"{placeholder}\"`"),
+                    )
                 })?;
                 args.name = Some((lit.value(), lit.span()));
                 Ok(())
@@ -102,8 +113,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     // Strip `#[env]` before anything else, so even a rejected function is emitted without an
     // attribute rustc does not know.
-    let env_marks = strip_env_attrs(&mut func);
-    let args = Args::parse(attr);
+    let env_marks = strip_env_attrs(&mut func.sig);
+    let args = Args::parse(attr, "export_name");
     let fallback = Args::default();
     let checked = check(&func, args.as_ref().unwrap_or(&fallback), &env_marks);
     let errors = match (args, checked) {
@@ -125,7 +136,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// The head of an item (`struct Foo`, `impl Foo`), so an error points at it rather than at
 /// the whole body.
-fn item_head(item: &syn::Item) -> TokenStream {
+pub(crate) fn item_head(item: &syn::Item) -> TokenStream {
     use syn::Item;
     let mut head = TokenStream::new();
     macro_rules! head {
@@ -148,9 +159,8 @@ fn item_head(item: &syn::Item) -> TokenStream {
 }
 
 /// Removes `#[env]` from every parameter and returns, per parameter, its mark.
-fn strip_env_attrs(func: &mut ItemFn) -> Vec<Option<Attribute>> {
-    func.sig
-        .inputs
+pub(crate) fn strip_env_attrs(sig: &mut Signature) -> Vec<Option<Attribute>> {
+    sig.inputs
         .iter_mut()
         .map(|arg| {
             let attrs = match arg {
@@ -180,105 +190,165 @@ struct Plan {
     description: ExportDescription,
 }
 
-fn check(func: &ItemFn, args: &Args, env_marks: &[Option<Attribute>]) -> syn::Result<Plan> {
-    let sig = &func.sig;
-    let mut errors: Vec<syn::Error> = Vec::new();
+/// What a function the macros export is called in their messages, and which attribute wrote
+/// its glue: `#[export]` functions, `#[object]` constructors and methods share the checks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Subject {
+    /// `an exported function`, as the subject of a sentence.
+    pub(crate) noun: &'static str,
+    /// `#[export]`.
+    pub(crate) attr: &'static str,
+}
+
+const EXPORTED_FN: Subject = Subject {
+    noun: "an exported function",
+    attr: "#[export]",
+};
+
+/// Pushes an error for every part of a signature the host cannot call: `async`, `unsafe`,
+/// `extern`, generics, a `where` clause and C variadics. Parameters are checked one by one
+/// with [`check_param`].
+pub(crate) fn check_signature(sig: &Signature, subject: Subject, errors: &mut Vec<syn::Error>) {
+    let noun = subject.noun;
     let mut err =
-        |tokens: &dyn ToTokens, msg: &str| errors.push(syn::Error::new_spanned(tokens, msg));
+        |tokens: &dyn ToTokens, msg: String| errors.push(syn::Error::new_spanned(tokens, msg));
 
     if let Some(token) = &sig.asyncness {
         err(
             token,
-            "an exported function cannot be `async`: the host calls it synchronously; \
-             write a plain `fn`",
+            format!(
+                "{noun} cannot be `async`: the host calls it synchronously; write a plain `fn`"
+            ),
         );
     }
     if let syn::Safety::Unsafe(token) = &sig.safety {
         err(
             token,
-            "an exported function cannot be `unsafe`: the host cannot uphold its safety \
-             contract; call unsafe code from inside a safe `fn` instead",
+            format!(
+                "{noun} cannot be `unsafe`: the host cannot uphold its safety contract; call \
+                 unsafe code from inside a safe `fn` instead"
+            ),
         );
     }
     if let Some(abi) = &sig.abi {
         err(
             abi,
-            "an exported function must use the Rust ABI: remove this `extern`; #[export] \
-             writes the `extern \"C\"` wrapper itself",
+            format!(
+                "{noun} must use the Rust ABI: remove this `extern`; {} writes the \
+                 `extern \"C\"` wrapper itself",
+                subject.attr
+            ),
         );
     }
     for param in &sig.generics.params {
         let msg = match param {
-            GenericParam::Type(_) => {
-                "an exported function cannot be generic: the host calls one concrete \
-                 function; write the concrete types"
-            }
-            GenericParam::Const(_) => {
-                "an exported function cannot have const generic parameters: the host calls \
-                 one concrete function; write the concrete value"
-            }
-            GenericParam::Lifetime(_) => {
-                "an exported function cannot have lifetime parameters; borrow with elided \
-                 lifetimes instead (`text: &str`)"
-            }
+            GenericParam::Type(_) => format!(
+                "{noun} cannot be generic: the host calls one concrete function; write the \
+                 concrete types"
+            ),
+            GenericParam::Const(_) => format!(
+                "{noun} cannot have const generic parameters: the host calls one concrete \
+                 function; write the concrete value"
+            ),
+            GenericParam::Lifetime(_) => format!(
+                "{noun} cannot have lifetime parameters; borrow with elided lifetimes instead \
+                 (`text: &str`)"
+            ),
         };
         err(param, msg);
     }
     if let Some(clause) = &sig.generics.where_clause {
         err(
             clause,
-            "an exported function cannot have a `where` clause: the host calls one concrete \
-             function",
+            format!("{noun} cannot have a `where` clause: the host calls one concrete function"),
         );
     }
     if let Some(variadic) = &sig.variadic {
         err(
             variadic,
-            "an exported function cannot be variadic: its arguments are one MessagePack array",
+            format!("{noun} cannot be variadic: its arguments are one MessagePack array"),
         );
     }
+}
 
+/// Pushes an error for a parameter type that cannot be decoded from the input: `impl Trait`
+/// and a `'static` borrow.
+pub(crate) fn check_param(ty: &Type, subject: Subject, errors: &mut Vec<syn::Error>) {
+    if let Some(tokens) = find_impl_trait(ty) {
+        errors.push(syn::Error::new_spanned(
+            &tokens,
+            format!(
+                "{} cannot take `impl Trait`: the argument is decoded from MessagePack into one \
+                 concrete type; write that type",
+                subject.noun
+            ),
+        ));
+    }
+    if let Some(tokens) = find_static_ref(ty) {
+        errors.push(syn::Error::new_spanned(
+            &tokens,
+            "a parameter cannot borrow for `'static`: the input bytes live only for the \
+             call; borrow with an elided lifetime (`&str`) or take an owned type (`String`)",
+        ));
+    }
+}
+
+/// The environment (the first parameter, when it is named `env` or `_env` or carries
+/// `#[env]`) and the arguments of a function exported like `#[export]`, each checked with
+/// [`check_param`]. Receivers are skipped: the caller decides what they mean.
+pub(crate) fn env_and_params(
+    sig: &Signature,
+    env_marks: &[Option<Attribute>],
+    subject: Subject,
+    errors: &mut Vec<syn::Error>,
+) -> (Option<Type>, Vec<(String, Type)>) {
     let mut env = None;
     let mut params = Vec::new();
     for (i, arg) in sig.inputs.iter().enumerate() {
-        let pat = match arg {
-            FnArg::Receiver(recv) => {
-                err(
-                    recv,
-                    "an exported function cannot take `self`: #[export] applies to free \
-                     functions; put the state in the first parameter, `env`",
-                );
-                continue;
-            }
-            FnArg::Typed(pat) => pat,
+        let FnArg::Typed(pat) = arg else {
+            continue;
         };
-        if let Some(tokens) = find_impl_trait(&pat.ty) {
-            err(
-                &tokens,
-                "an exported function cannot take `impl Trait`: the argument is decoded from \
-                 MessagePack into one concrete type; write that type",
-            );
-        }
-        if let Some(tokens) = find_static_ref(&pat.ty) {
-            err(
-                &tokens,
-                "a parameter cannot borrow for `'static`: the input bytes live only for the \
-                 call; borrow with an elided lifetime (`&str`) or take an owned type (`String`)",
-            );
-        }
+        check_param(&pat.ty, subject, errors);
         let name = param_name(&pat.pat);
         let named_env = i == 0 && (name == "env" || name == "_env");
         match env_marks.get(i).and_then(Option::as_ref) {
-            Some(mark) if i != 0 => err(
+            Some(mark) if i != 0 => errors.push(syn::Error::new_spanned(
                 mark,
                 "`#[env]` marks the first parameter only: the environment comes before the \
                  arguments",
-            ),
+            )),
             Some(_) => env = Some((*pat.ty).clone()),
             None if named_env => env = Some((*pat.ty).clone()),
             None => params.push((name, (*pat.ty).clone())),
         }
     }
+    (env, params)
+}
+
+/// Combines errors into one, or `Ok(())` when there are none.
+pub(crate) fn combine(errors: Vec<syn::Error>) -> syn::Result<()> {
+    match errors.into_iter().reduce(|mut all, e| {
+        all.combine(e);
+        all
+    }) {
+        Some(all) => Err(all),
+        None => Ok(()),
+    }
+}
+
+fn check(func: &ItemFn, args: &Args, env_marks: &[Option<Attribute>]) -> syn::Result<Plan> {
+    let sig = &func.sig;
+    let mut errors: Vec<syn::Error> = Vec::new();
+
+    check_signature(sig, EXPORTED_FN, &mut errors);
+    if let Some(recv) = sig.receiver() {
+        errors.push(syn::Error::new_spanned(
+            recv,
+            "an exported function cannot take `self`: #[export] applies to free functions; put \
+             the state in the first parameter, `env`",
+        ));
+    }
+    let (env, params) = env_and_params(sig, env_marks, EXPORTED_FN, &mut errors);
 
     let export_name = match &args.name {
         Some((name, span)) => {
@@ -299,18 +369,9 @@ fn check(func: &ItemFn, args: &Args, env_marks: &[Option<Attribute>]) -> syn::Re
             name
         }
     };
+    combine(errors)?;
 
-    if let Some(first) = errors.into_iter().reduce(|mut all, e| {
-        all.combine(e);
-        all
-    }) {
-        return Err(first);
-    }
-
-    let (returns, returns_result) = match &sig.output {
-        ReturnType::Default => ("()".to_owned(), false),
-        ReturnType::Type(_, ty) => (type_string(ty), is_result(ty)),
-    };
+    let (returns, returns_result) = returns(&sig.output);
     let description = ExportDescription {
         name: export_name.clone(),
         doc: doc_string(&func.attrs),
@@ -333,7 +394,15 @@ fn check(func: &ItemFn, args: &Args, env_marks: &[Option<Attribute>]) -> syn::Re
     })
 }
 
-fn check_name(name: &str, span: Span) -> syn::Result<()> {
+/// A return type as the description writes it, and whether it is unpacked as a `Result`.
+pub(crate) fn returns(output: &ReturnType) -> (String, bool) {
+    match output {
+        ReturnType::Default => ("()".to_owned(), false),
+        ReturnType::Type(_, ty) => (type_string(ty), is_result(ty)),
+    }
+}
+
+pub(crate) fn check_name(name: &str, span: Span) -> syn::Result<()> {
     if name.is_empty() {
         return Err(syn::Error::new(span, "the export name is empty"));
     }
@@ -364,7 +433,7 @@ fn check_name(name: &str, span: Span) -> syn::Result<()> {
 
 /// The parameter's name for its description: the binding (`x` for `mut x`), or the pattern
 /// as written (`(a, b)`, `_`).
-fn param_name(pat: &Pat) -> String {
+pub(crate) fn param_name(pat: &Pat) -> String {
     match pat {
         Pat::Ident(ident) if ident.subpat.is_none() => {
             let name = ident.ident.to_string();
@@ -412,7 +481,7 @@ fn find_static_ref(ty: &Type) -> Option<TokenStream> {
 
 /// Whether a return type is written as a path whose last segment is `Result`
 /// (`Result<T, E>`, `anyhow::Result<T>`, `io::Result<T>`).
-fn is_result(ty: &Type) -> bool {
+pub(crate) fn is_result(ty: &Type) -> bool {
     match ty {
         Type::Path(path) => path
             .qself
@@ -428,7 +497,7 @@ fn is_result(ty: &Type) -> bool {
 
 /// The `///` lines of an item: one leading space per line removed, joined by newlines,
 /// trimmed.
-fn doc_string(attrs: &[Attribute]) -> String {
+pub(crate) fn doc_string(attrs: &[Attribute]) -> String {
     let lines: Vec<String> = attrs
         .iter()
         .filter_map(|attr| match &attr.meta {
@@ -451,13 +520,60 @@ fn doc_string(attrs: &[Attribute]) -> String {
 }
 
 fn generate(func: &ItemFn, plan: &Plan) -> TokenStream {
-    let sdk = quote!(::wasmpickle_guest::__private);
     let fn_name = &func.sig.ident;
+    let (decode, call_args) = decode_inputs(plan.env.as_ref(), &plan.params);
+    let reply = reply(plan.returns_result, return_span(&func.sig));
+    let call = format_ident!("__wasmpickle_call");
+    let call_fn = call_fn(
+        &call,
+        quote! {
+            #decode
+            let __wasmpickle_result = #fn_name(#call_args);
+            #reply
+        },
+    );
+    let export = wasm_export(
+        &plan.export_name,
+        &format_ident!("__wasmpickle_export"),
+        &call,
+    );
+    let description = description_static(
+        &format_ident!("__WASMPICKLE_DESCRIPTION"),
+        &plan.description,
+    );
 
+    // The glue exists exactly when the function does.
+    let cfgs = func.attrs.iter().filter(|a| a.path().is_ident("cfg"));
+
+    quote! {
+        #func
+
+        #(#cfgs)*
+        const _: () = {
+            #call_fn
+            #export
+            #description
+        };
+    }
+}
+
+/// The path of the SDK's runtime, as generated code names it.
+pub(crate) fn sdk() -> TokenStream {
+    quote!(::wasmpickle_guest::__private)
+}
+
+/// The statements of a glue function ([`call_fn`]) that decode its inputs, binding them or
+/// returning a bad-input reply, and the argument list to call the function with
+/// (`env, arg0, arg1,`). Without an environment it must be `nil`.
+pub(crate) fn decode_inputs(
+    env: Option<&Type>,
+    params: &[(String, Type)],
+) -> (TokenStream, TokenStream) {
+    let sdk = sdk();
     let env_bytes = format_ident!("__wasmpickle_env");
     let args_bytes = format_ident!("__wasmpickle_args");
 
-    let (decode_env, env_arg) = match &plan.env {
+    let (decode_env, env_arg) = match env {
         Some(ty) => {
             let what = type_string(ty);
             let decode = quote_spanned! {ty.span()=>
@@ -481,10 +597,10 @@ fn generate(func: &ItemFn, plan: &Plan) -> TokenStream {
         ),
     };
 
-    let arg_idents: Vec<_> = (0..plan.params.len())
+    let arg_idents: Vec<_> = (0..params.len())
         .map(|i| format_ident!("__wasmpickle_arg{}", i))
         .collect();
-    let arg_types: Vec<&Type> = plan.params.iter().map(|(_, ty)| ty).collect();
+    let arg_types: Vec<&Type> = params.iter().map(|(_, ty)| ty).collect();
     let tuple_text = match arg_types.as_slice() {
         [] => "()".to_owned(),
         [one] => format!("({},)", type_string(one)),
@@ -493,7 +609,7 @@ fn generate(func: &ItemFn, plan: &Plan) -> TokenStream {
             many.iter().map(type_string).collect::<Vec<_>>().join(", ")
         ),
     };
-    let decode_args = if plan.params.is_empty() {
+    let decode_args = if params.is_empty() {
         quote! {
             if let ::core::result::Result::Err(reply) =
                 #sdk::decode_args::<()>(#args_bytes, "()")
@@ -514,64 +630,88 @@ fn generate(func: &ItemFn, plan: &Plan) -> TokenStream {
         }
     };
 
-    let ret_span = match &func.sig.output {
+    (
+        quote! {
+            #decode_env
+            #decode_args
+        },
+        quote!(#env_arg #(#arg_idents,)*),
+    )
+}
+
+/// Where type errors about a function's result should point: its return type, or its name
+/// when it has none.
+pub(crate) fn return_span(sig: &Signature) -> Span {
+    match &sig.output {
         ReturnType::Type(_, ty) => ty.span(),
-        ReturnType::Default => func.sig.ident.span(),
-    };
-    let reply = if plan.returns_result {
-        quote_spanned! {ret_span=>
+        ReturnType::Default => sig.ident.span(),
+    }
+}
+
+/// The expression that turns `__wasmpickle_result` into a reply: `Ok`/`Err` unpacked when
+/// the function returns a `Result`, else the value itself.
+pub(crate) fn reply(returns_result: bool, span: Span) -> TokenStream {
+    let sdk = sdk();
+    if returns_result {
+        quote_spanned! {span=>
             match __wasmpickle_result {
                 ::core::result::Result::Ok(value) => #sdk::ok_reply(&value),
                 ::core::result::Result::Err(error) => #sdk::error_reply(&error),
             }
         }
     } else {
-        quote_spanned! {ret_span=> #sdk::ok_reply(&__wasmpickle_result) }
-    };
+        quote_spanned! {span=> #sdk::ok_reply(&__wasmpickle_result) }
+    }
+}
 
-    let export_name = &plan.export_name;
-    let description = plan.description.to_bytes();
-    let description_len = description.len();
-    let description = proc_macro2::Literal::byte_string(&description);
-
-    // The glue exists exactly when the function does.
-    let cfgs = func.attrs.iter().filter(|a| a.path().is_ident("cfg"));
-
+/// A glue function `fn name(env: &[u8], args: &[u8]) -> Vec<u8>` around `body`, which sees
+/// the inputs as `__wasmpickle_env` and `__wasmpickle_args`. Compiled on every target (see
+/// the module docs), and dead code off wasm.
+pub(crate) fn call_fn(name: &Ident, body: TokenStream) -> TokenStream {
+    let sdk = sdk();
     quote! {
-        #func
+        #[allow(dead_code, clippy::needless_lifetimes)]
+        fn #name<'de>(__wasmpickle_env: &'de [u8], __wasmpickle_args: &'de [u8])
+            -> #sdk::Vec<u8>
+        {
+            #body
+        }
+    }
+}
 
-        #(#cfgs)*
-        const _: () = {
-            #[allow(dead_code, clippy::needless_lifetimes)]
-            fn __wasmpickle_call<'de>(#env_bytes: &'de [u8], #args_bytes: &'de [u8])
-                -> #sdk::Vec<u8>
-            {
-                #decode_env
-                #decode_args
-                let __wasmpickle_result = #fn_name(#env_arg #(#arg_idents,)*);
-                #reply
+/// On wasm only: the `extern "C"` function `ident`, exported as `export_name`, that runs the
+/// glue function `call` on the host's buffers.
+pub(crate) fn wasm_export(export_name: &str, ident: &Ident, call: &Ident) -> TokenStream {
+    let sdk = sdk();
+    quote! {
+        #[cfg(target_family = "wasm")]
+        #[unsafe(export_name = #export_name)]
+        extern "C" fn #ident(
+            env_ptr: u32,
+            env_len: u32,
+            args_ptr: u32,
+            args_len: u32,
+        ) -> u64 {
+            // SAFETY: only the host calls this export, following the ABI: the two regions
+            // lie inside memory it got from `wasmpickle_alloc` and filled.
+            unsafe {
+                #sdk::run(env_ptr, env_len, args_ptr, args_len, #call)
             }
+        }
+    }
+}
 
-            #[cfg(target_family = "wasm")]
-            #[unsafe(export_name = #export_name)]
-            extern "C" fn __wasmpickle_export(
-                env_ptr: u32,
-                env_len: u32,
-                args_ptr: u32,
-                args_len: u32,
-            ) -> u64 {
-                // SAFETY: only the host calls this export, following the ABI: the two regions
-                // lie inside memory it got from `wasmpickle_alloc` and filled.
-                unsafe {
-                    #sdk::run(env_ptr, env_len, args_ptr, args_len, __wasmpickle_call)
-                }
-            }
-
-            #[cfg(target_family = "wasm")]
-            #[unsafe(link_section = "wasmpickle.exports")]
-            #[used]
-            static __WASMPICKLE_DESCRIPTION: [u8; #description_len] = *#description;
-        };
+/// On wasm only: the static `ident` in the `wasmpickle.exports` custom section, holding
+/// `description` encoded now, at expansion time.
+pub(crate) fn description_static(ident: &Ident, description: &ExportDescription) -> TokenStream {
+    let bytes = description.to_bytes();
+    let len = bytes.len();
+    let bytes = proc_macro2::Literal::byte_string(&bytes);
+    quote! {
+        #[cfg(target_family = "wasm")]
+        #[unsafe(link_section = "wasmpickle.exports")]
+        #[used]
+        static #ident: [u8; #len] = *#bytes;
     }
 }
 
@@ -581,8 +721,8 @@ mod tests {
 
     fn plan(attr: TokenStream, item: TokenStream) -> syn::Result<Plan> {
         let mut func: ItemFn = syn::parse2(item).expect("a fn");
-        let args = Args::parse(attr)?;
-        let marks = strip_env_attrs(&mut func);
+        let args = Args::parse(attr, "export_name")?;
+        let marks = strip_env_attrs(&mut func.sig);
         check(&func, &args, &marks)
     }
 

@@ -20,9 +20,20 @@ use crate::auth;
 use crate::error::{Error, ErrorKind, Remote, Result};
 use crate::frame::{DEFAULT_MAX_FRAME, GREETING_MAX_FRAME, holds_frame, read_frame};
 use crate::message::{
-    self, Bye, CallMsg, Done, Failed, Has, Have, Hello, PROTOCOL_VERSION, Ping, Put, Stored,
-    Welcome, WireLimits, ty,
+    self, Bye, CallMsg, Done, Failed, Has, Have, Hello, Invoke, PROTOCOL_VERSION, Ping, Put,
+    Restore, Snapshotted, Spawn, Spawned, Stored, TwinRef, Welcome, WireLimits, ty,
 };
+
+/// A live object on a worker, as [`Client::spawn`] and [`Client::restore`] report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TwinInfo {
+    /// The id the object has in its session.
+    pub twin: u64,
+    /// The object type's name.
+    pub object: String,
+    /// Its methods, sorted.
+    pub methods: Vec<String>,
+}
 
 /// The result of a call that returned normally on a worker: the pool's counterpart of
 /// [`wasmpickle::Outcome`], with the same bytes and fuel a local [`wasmpickle::Runtime`]
@@ -358,6 +369,163 @@ impl Client {
         match t {
             ty::PONG if message::decode::<Ping>(t, body)?.id == id => Ok(started.elapsed()),
             _ => Err(unexpected(t)),
+        }
+    }
+
+    /// Makes a live object on the worker by running the constructor call `call` (a call of
+    /// `<Name>.new`; see [`wasmpickle::Runtime::spawn`]). The module is shipped first if the
+    /// worker lacks it. The object lives in this session until [`Client::drop_twin`] or the
+    /// end of the connection.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Call`] with the worker's error kind (`not-an-object`, `object-limit`,
+    /// the constructor's failure, ...); connection errors otherwise.
+    pub fn spawn(&mut self, call: &Call) -> Result<TwinInfo> {
+        let hash = call.code().hash();
+        if !self.knows(&hash) {
+            self.ensure_code(hash, call.code().wasm())?;
+        }
+        let id = self.take_id();
+        let pickle = call.by_reference().to_bytes();
+        self.out.clear();
+        message::encode(&mut self.out, ty::SPAWN, &Spawn { id, call: &pickle })?;
+        self.spawned(id)
+    }
+
+    /// Resumes an object on the worker from a snapshot (see [`Client::snapshot`]), shipping
+    /// the snapshot first if the worker lacks it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::spawn`].
+    pub fn restore(&mut self, snapshot: &Code) -> Result<TwinInfo> {
+        let hash = snapshot.hash();
+        if !self.knows(&hash) {
+            self.ensure_code(hash, Some(snapshot.wasm()))?;
+        }
+        let id = self.take_id();
+        self.out.clear();
+        message::encode(&mut self.out, ty::RESTORE, &Restore { id, sha256: hash })?;
+        self.spawned(id)
+    }
+
+    fn spawned(&mut self, id: u64) -> Result<TwinInfo> {
+        self.write_out()?;
+        self.flush()?;
+        let (t, body) = self.read_message()?;
+        match t {
+            ty::SPAWNED => {
+                let s: Spawned = message::decode(t, body)?;
+                if s.id != id {
+                    return Err(unexpected(t));
+                }
+                Ok(TwinInfo {
+                    twin: s.twin,
+                    object: s.object,
+                    methods: s.methods,
+                })
+            }
+            ty::FAILED => Err(failed_error(message::decode(t, body)?)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Calls `method` of the object `twin` with MessagePack-encoded arguments.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Call`] with the worker's error kind (`missing-export`, `guest-error`,
+    /// `object-poisoned` after a trap, `not-an-object` for an unknown twin, ...); connection
+    /// errors otherwise.
+    pub fn invoke(&mut self, twin: u64, method: &str, args: &[u8]) -> Result<Outcome> {
+        let id = self.take_id();
+        self.out.clear();
+        message::encode(
+            &mut self.out,
+            ty::INVOKE,
+            &Invoke {
+                id,
+                twin,
+                method,
+                args,
+            },
+        )?;
+        self.write_out()?;
+        self.flush()?;
+        match self.recv()? {
+            Reply::Done(got, outcome) if got == id => Ok(outcome),
+            Reply::Failed(got, failed) if got == id => Err(failed_error(failed)),
+            _ => Err(Error::new(
+                ErrorKind::Protocol,
+                "the worker answered a request that was not asked",
+            )),
+        }
+    }
+
+    /// The whole state of the object `twin` as a module (see
+    /// [`wasmpickle::Object::snapshot`]), checked against the hash the worker names. The
+    /// worker keeps it too, so restoring it there sends no code.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Call`] (`object-poisoned`, ...); [`ErrorKind::Protocol`] when the bytes
+    /// do not hash to the hash the worker names; connection errors otherwise.
+    pub fn snapshot(&mut self, twin: u64) -> Result<Code> {
+        let id = self.take_id();
+        self.out.clear();
+        message::encode(&mut self.out, ty::SNAPSHOT, &TwinRef { id, twin })?;
+        self.write_out()?;
+        self.flush()?;
+        let (t, body) = self.read_message()?;
+        match t {
+            ty::SNAPSHOTTED => {
+                let s: Snapshotted = message::decode(t, body)?;
+                let sha256 = s.sha256;
+                if s.id != id {
+                    return Err(unexpected(t));
+                }
+                let code = Code::new(s.wasm.to_vec()).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Protocol,
+                        "the worker sent a snapshot that is not a valid module",
+                    )
+                    .with_source(e)
+                })?;
+                if code.hash() != sha256 {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "the worker's snapshot hashes to {}, not {sha256}",
+                            code.hash()
+                        ),
+                    ));
+                }
+                self.known.insert(sha256);
+                Ok(code)
+            }
+            ty::FAILED => Err(failed_error(message::decode(t, body)?)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends the object `twin` on the worker, freeing its instance.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Call`] (`not-an-object`) for an unknown twin; connection errors
+    /// otherwise.
+    pub fn drop_twin(&mut self, twin: u64) -> Result<()> {
+        let id = self.take_id();
+        self.out.clear();
+        message::encode(&mut self.out, ty::DROP, &TwinRef { id, twin })?;
+        self.write_out()?;
+        self.flush()?;
+        let (t, body) = self.read_message()?;
+        match t {
+            ty::DROPPED if message::decode::<Ping>(t, body)?.id == id => Ok(()),
+            ty::FAILED => Err(failed_error(message::decode(t, body)?)),
+            other => Err(unexpected(other)),
         }
     }
 

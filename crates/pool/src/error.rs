@@ -217,31 +217,7 @@ impl Error {
 
 /// The wasmpickle kind with this stable name, if this build knows it.
 pub(crate) fn wasmpickle_kind(name: &str) -> Option<wasmpickle::ErrorKind> {
-    use wasmpickle::ErrorKind as K;
-    const ALL: [K; 21] = [
-        K::Decode,
-        K::Version,
-        K::Encode,
-        K::HashMismatch,
-        K::CodeNotFound,
-        K::StoreCorrupt,
-        K::InvalidModule,
-        K::ForbiddenImport,
-        K::MissingExport,
-        K::WrongSignature,
-        K::BadInput,
-        K::GuestError,
-        K::GuestPanic,
-        K::Trap,
-        K::OutOfFuel,
-        K::Deadline,
-        K::MemoryLimit,
-        K::AbiViolation,
-        K::Signature,
-        K::Io,
-        K::Runtime,
-    ];
-    ALL.into_iter().find(|k| k.as_str() == name)
+    wasmpickle::ErrorKind::from_name(name)
 }
 
 impl fmt::Debug for Error {

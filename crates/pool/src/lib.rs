@@ -83,10 +83,12 @@ mod error;
 pub mod frame;
 mod message;
 mod pool;
+mod twin;
 pub mod worker;
 
 pub use address::Address;
-pub use client::{Client, Outcome, WorkerInfo};
+pub use client::{Client, Outcome, TwinInfo, WorkerInfo};
 pub use error::{Error, ErrorKind, Result};
 pub use message::PROTOCOL_VERSION;
 pub use pool::{Batch, Pending, PendingAll, Pool, PoolConfig, WorkerStats};
+pub use twin::Twin;

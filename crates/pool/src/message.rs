@@ -34,6 +34,14 @@ pub(crate) mod ty {
     pub(crate) const FAILED: u8 = 0x32;
     pub(crate) const PING: u8 = 0x40;
     pub(crate) const PONG: u8 = 0x41;
+    pub(crate) const SPAWN: u8 = 0x50;
+    pub(crate) const SPAWNED: u8 = 0x51;
+    pub(crate) const INVOKE: u8 = 0x52;
+    pub(crate) const SNAPSHOT: u8 = 0x54;
+    pub(crate) const SNAPSHOTTED: u8 = 0x55;
+    pub(crate) const RESTORE: u8 = 0x56;
+    pub(crate) const DROP: u8 = 0x58;
+    pub(crate) const DROPPED: u8 = 0x59;
     pub(crate) const BYE: u8 = 0x7f;
 }
 
@@ -249,6 +257,60 @@ impl Failed {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Ping {
     pub(crate) id: u64,
+}
+
+/// `Spawn` (client → worker): make a live object by running a constructor call
+/// (`<Name>.new`, its code by hash, already on the worker).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Spawn<'a> {
+    pub(crate) id: u64,
+    #[serde(with = "serde_bytes", borrow)]
+    pub(crate) call: &'a [u8],
+}
+
+/// `Spawned` (worker → client): the object lives in this session under `twin`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Spawned {
+    pub(crate) id: u64,
+    pub(crate) twin: u64,
+    pub(crate) object: String,
+    pub(crate) methods: Vec<String>,
+}
+
+/// `Invoke` (client → worker): call a method of a live object; answered by `Done` or
+/// `Failed` like a call.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Invoke<'a> {
+    pub(crate) id: u64,
+    pub(crate) twin: u64,
+    pub(crate) method: &'a str,
+    #[serde(with = "serde_bytes", borrow)]
+    pub(crate) args: &'a [u8],
+}
+
+/// `Snapshot` and `Drop` (client → worker): which object.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TwinRef {
+    pub(crate) id: u64,
+    pub(crate) twin: u64,
+}
+
+/// `Snapshotted` (worker → client): the object's state as a module, also kept in the
+/// worker's code store.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Snapshotted<'a> {
+    pub(crate) id: u64,
+    pub(crate) sha256: CodeHash,
+    #[serde(with = "serde_bytes", borrow)]
+    pub(crate) wasm: &'a [u8],
+}
+
+/// `Restore` (client → worker): resume an object from a snapshot already on the worker;
+/// answered by `Spawned`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Restore {
+    pub(crate) id: u64,
+    pub(crate) sha256: CodeHash,
 }
 
 /// `Bye` (worker → client): why the worker is closing the connection.

@@ -75,6 +75,7 @@ use crate::address::{Address, Socket};
 use crate::client::{Client, Outcome, Reply, WorkerInfo, failed_error};
 use crate::error::{Error, ErrorKind, Result};
 use crate::frame::DEFAULT_MAX_FRAME;
+use crate::twin::Twin;
 
 /// How a [`Pool`] is set up. Every setting states its default.
 #[derive(Clone, Debug)]
@@ -654,6 +655,31 @@ impl Pool {
     /// Forgets a module's bytes (workers that have it keep it).
     pub fn forget(&self, hash: &CodeHash) -> bool {
         write(&self.shared.code).remove(hash).is_some()
+    }
+
+    /// Makes a live object (a twin) in a worker process of its own, by running the
+    /// constructor call `call` (`<Name>.new`) there. Like an actor, a twin does not share its
+    /// process with the pool's workers or other twins: it is started with the pool's worker
+    /// program, arguments, environment and limits, and ends when the [`Twin`] is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`] or [`ErrorKind::Protocol`] when the process does not start a
+    /// session; [`ErrorKind::Call`] with the worker's error kind when the object cannot be
+    /// made (see [`wasmpickle::Runtime::spawn`]).
+    pub fn spawn_twin(&self, call: &Call) -> Result<Twin> {
+        let (client, child) = dedicated(&self.shared)?;
+        Twin::spawn_in(client, Some(child), call)
+    }
+
+    /// Resumes a twin from a snapshot ([`Twin::snapshot`]) in a worker process of its own.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::spawn_twin`].
+    pub fn restore_twin(&self, snapshot: &Code) -> Result<Twin> {
+        let (client, child) = dedicated(&self.shared)?;
+        Twin::restore_in(client, Some(child), snapshot)
     }
 
     /// Runs one call on a worker and waits for its result.
@@ -1505,6 +1531,66 @@ fn blame(shared: &Shared, jobs: Vec<Job>, sent: usize, reason: &str) {
     }
 }
 
+/// The command that starts a local worker on stdin/stdout with the pool's settings.
+fn worker_command(shared: &Shared) -> Command {
+    let config = &shared.config;
+    let mut command = Command::new(&shared.program);
+    command
+        .arg("worker")
+        .args(["--listen", "stdio"])
+        .arg("--max-frame")
+        .arg(config.max_frame.to_string());
+    if let Some(limits) = &config.limits {
+        command
+            .arg("--fuel")
+            .arg(limits.get_fuel().to_string())
+            .arg("--deadline-ms")
+            .arg(limits.get_deadline().as_millis().to_string())
+            .arg("--max-memory")
+            .arg(limits.get_max_memory().to_string())
+            .arg("--max-table-elements")
+            .arg(limits.get_max_table_elements().to_string());
+    }
+    command
+        .args(&config.args)
+        .envs(config.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(if config.worker_logs {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+    command
+}
+
+/// Starts a worker process of its own for a twin and opens its session.
+fn dedicated(shared: &Shared) -> Result<(Client, Child)> {
+    let mut child = worker_command(shared).spawn().map_err(|e| {
+        Error::io(
+            format!(
+                "cannot start the worker program {}",
+                shared.program.display()
+            ),
+            e,
+        )
+    })?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        unreachable!("both streams were configured as pipes");
+    };
+    match Client::over(stdout, stdin, None) {
+        Ok(mut client) => {
+            client.set_max_frame(shared.config.max_frame);
+            Ok((client, child))
+        }
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
 /// Spawns (or connects to) the slot's worker and starts a session.
 fn connect(shared: &Shared, slot: &Slot) -> Result<Client> {
     let config = &shared.config;
@@ -1519,33 +1605,7 @@ fn connect(shared: &Shared, slot: &Slot) -> Result<Client> {
             client
         }
         None => {
-            let mut command = Command::new(&shared.program);
-            command
-                .arg("worker")
-                .args(["--listen", "stdio"])
-                .arg("--max-frame")
-                .arg(config.max_frame.to_string());
-            if let Some(limits) = &config.limits {
-                command
-                    .arg("--fuel")
-                    .arg(limits.get_fuel().to_string())
-                    .arg("--deadline-ms")
-                    .arg(limits.get_deadline().as_millis().to_string())
-                    .arg("--max-memory")
-                    .arg(limits.get_max_memory().to_string())
-                    .arg("--max-table-elements")
-                    .arg(limits.get_max_table_elements().to_string());
-            }
-            command
-                .args(&config.args)
-                .envs(config.env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(if config.worker_logs {
-                    Stdio::inherit()
-                } else {
-                    Stdio::null()
-                });
+            let mut command = worker_command(shared);
             let mut child = command.spawn().map_err(|e| {
                 Error::io(
                     format!(

@@ -38,6 +38,7 @@
 //! stay available to every connection for the life of the worker even when the runtime's
 //! compiled-module table evicts them.
 
+use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
@@ -47,15 +48,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use wasmpickle::format::{Header, PickleKind, SignedCall};
-use wasmpickle::{Call, Code, CodeStore, MemoryStore, Runtime, RuntimeConfig, SigningKey};
+use wasmpickle::{Call, Code, CodeStore, MemoryStore, Object, Runtime, RuntimeConfig, SigningKey};
 
 use crate::address::{Address, Socket};
 use crate::auth;
 use crate::error::{Error, ErrorKind, Result};
 use crate::frame::{DEFAULT_MAX_FRAME, GREETING_MAX_FRAME, holds_frame, read_frame};
 use crate::message::{
-    self, Bye, CallMsg, Done, Failed, Has, Have, Hello, PROTOCOL_VERSION, Ping, Put, Stored,
-    UNSUPPORTED, Welcome, WireLimits, ty,
+    self, Bye, CallMsg, Done, Failed, Has, Have, Hello, Invoke, PROTOCOL_VERSION, Ping, Put,
+    Restore, Snapshotted, Spawn, Spawned, Stored, TwinRef, UNSUPPORTED, Welcome, WireLimits, ty,
 };
 
 /// How a [`Worker`] is set up. Every setting states its default.
@@ -247,6 +248,8 @@ impl Worker {
             writer: BufWriter::with_capacity(64 << 10, writer),
             buf: Vec::new(),
             out: Vec::new(),
+            objects: HashMap::new(),
+            next_twin: 1,
         };
         session.run(authenticate, None)
     }
@@ -424,6 +427,8 @@ impl Worker {
             writer: BufWriter::with_capacity(64 << 10, socket),
             buf: Vec::new(),
             out: Vec::new(),
+            objects: HashMap::new(),
+            next_twin: 1,
         };
         tracing::debug!(connection = serial, "connection opened");
         match session.run(authenticate, control.as_ref()) {
@@ -469,6 +474,9 @@ struct Session<'w, R: Read, W: Write> {
     writer: BufWriter<W>,
     buf: Vec<u8>,
     out: Vec<u8>,
+    /// The live objects ("twins") this session made; they end with it.
+    objects: HashMap<u64, Object>,
+    next_twin: u64,
 }
 
 impl<R: Read, W: Write> Session<'_, R, W> {
@@ -612,6 +620,86 @@ impl<R: Read, W: Write> Session<'_, R, W> {
                 let ping: Ping = message::decode(t, body)?;
                 self.send(ty::PONG, &ping)
             }
+            ty::SPAWN => {
+                let spawn: Spawn = message::decode(t, body)?;
+                let made = self.worker.runtime.spawn_bytes(spawn.call);
+                self.adopt(spawn.id, made)
+            }
+            ty::RESTORE => {
+                let restore: Restore = message::decode(t, body)?;
+                match self.worker.store.get(&restore.sha256) {
+                    Ok(Some(code)) => {
+                        let made = self.worker.runtime.restore(&code);
+                        self.adopt(restore.id, made)
+                    }
+                    Ok(None) => self.send(ty::FAILED, &Failed {
+                        id: restore.id,
+                        kind: wasmpickle::ErrorKind::CodeNotFound.as_str().to_owned(),
+                        message: format!(
+                            "snapshot {} is not on this worker; Put it first",
+                            restore.sha256
+                        ),
+                        code: Some(restore.sha256),
+                        ..Failed::default()
+                    }),
+                    Err(e) => self.send(ty::FAILED, &Failed::from_error(restore.id, &e)),
+                }
+            }
+            ty::INVOKE => {
+                let invoke: Invoke = message::decode(t, body)?;
+                let started = Instant::now();
+                let Some(object) = self.objects.get_mut(&invoke.twin) else {
+                    return self.send(ty::FAILED, &no_twin(invoke.id, invoke.twin));
+                };
+                let result = object.call_bytes(
+                    invoke.method,
+                    invoke.args,
+                    &wasmpickle::format::CallLimits::new(),
+                );
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                match result {
+                    Ok(outcome) => self.send(
+                        ty::DONE,
+                        &Done {
+                            id: invoke.id,
+                            value: outcome.value(),
+                            fuel_used: outcome.fuel_used(),
+                            micros,
+                        },
+                    ),
+                    Err(e) => self.send(ty::FAILED, &Failed::from_error(invoke.id, &e)),
+                }
+            }
+            ty::SNAPSHOT => {
+                let req: TwinRef = message::decode(t, body)?;
+                let Some(object) = self.objects.get_mut(&req.twin) else {
+                    return self.send(ty::FAILED, &no_twin(req.id, req.twin));
+                };
+                match object.snapshot() {
+                    Ok(code) => {
+                        // Kept, so that a Restore on this worker needs no Put.
+                        if let Err(e) = self.worker.store.put(&code) {
+                            tracing::warn!(error = %e, "cannot keep a snapshot in the code store");
+                        }
+                        self.send(
+                            ty::SNAPSHOTTED,
+                            &Snapshotted {
+                                id: req.id,
+                                sha256: code.hash(),
+                                wasm: code.wasm(),
+                            },
+                        )
+                    }
+                    Err(e) => self.send(ty::FAILED, &Failed::from_error(req.id, &e)),
+                }
+            }
+            ty::DROP => {
+                let req: TwinRef = message::decode(t, body)?;
+                match self.objects.remove(&req.twin) {
+                    Some(_) => self.send(ty::DROPPED, &Ping { id: req.id }),
+                    None => self.send(ty::FAILED, &no_twin(req.id, req.twin)),
+                }
+            }
             ty::HELLO | ty::AUTH_HELLO | ty::AUTH_PROOF => Err(Error::new(
                 ErrorKind::Protocol,
                 format!("message type 0x{t:02x} is only valid when a session starts"),
@@ -635,6 +723,26 @@ impl<R: Read, W: Write> Session<'_, R, W> {
         }
     }
 
+    /// Keeps a new object under the next twin id and answers `Spawned`, or `Failed`.
+    fn adopt(&mut self, id: u64, made: wasmpickle::Result<Object>) -> Result<()> {
+        match made {
+            Ok(object) => {
+                let twin = self.next_twin;
+                self.next_twin += 1;
+                let spawned = Spawned {
+                    id,
+                    twin,
+                    object: object.name().to_owned(),
+                    methods: object.methods(),
+                };
+                tracing::debug!(twin, object = object.name(), "object made");
+                self.objects.insert(twin, object);
+                self.send(ty::SPAWNED, &spawned)
+            }
+            Err(e) => self.send(ty::FAILED, &Failed::from_error(id, &e)),
+        }
+    }
+
     fn put(&self, put: &Put<'_>) -> std::result::Result<(), Box<Failed>> {
         let code =
             Code::new(put.wasm.to_vec()).map_err(|e| Box::new(Failed::from_error(put.id, &e)))?;
@@ -651,10 +759,18 @@ impl<R: Read, W: Write> Session<'_, R, W> {
                 ..Failed::default()
             }));
         }
-        self.worker
-            .runtime
-            .load(&code)
-            .map_err(|e| Box::new(Failed::from_error(put.id, &e)))?;
+        if wasmpickle::snapshot_object(&code).is_some() {
+            // A snapshot is only ever restored, which compiles its own variant: keep it.
+            self.worker
+                .store
+                .put(&code)
+                .map_err(|e| Box::new(Failed::from_error(put.id, &e)))?;
+        } else {
+            self.worker
+                .runtime
+                .load(&code)
+                .map_err(|e| Box::new(Failed::from_error(put.id, &e)))?;
+        }
         tracing::debug!(code = %code.hash(), bytes = put.wasm.len(), "module stored");
         Ok(())
     }
@@ -713,6 +829,18 @@ impl<R: Read, W: Write> Session<'_, R, W> {
         self.writer
             .flush()
             .map_err(|e| Error::io("cannot write to the client", e))
+    }
+}
+
+/// The error for a twin id this session does not hold.
+fn no_twin(id: u64, twin: u64) -> Failed {
+    Failed {
+        id,
+        kind: wasmpickle::ErrorKind::NotAnObject.as_str().to_owned(),
+        message: format!(
+            "this session holds no object {twin} (dropped, or made on another connection)"
+        ),
+        ..Failed::default()
     }
 }
 

@@ -15,6 +15,9 @@
 //! * [`FAULTY`]: exports that loop, exhaust memory or the stack, panic, or return a broken
 //!   reply, plus `ok() -> 7`; built with Rust's default allocator and stack.
 //! * [`FAULTY_IMPORT`]: imports `env.read_host_file`, which no sandbox grants.
+//! * [`TWINS`]: live objects (`#[object]`): `Counter`, `Stats` and `Kv`, exported as
+//!   `Counter.new`, `Counter.incr`, ...; built with Rust's default allocator and a 128 KiB
+//!   stack.
 //! * [`WAT_ADD`]: `add`, written by hand in WebAssembly text without the SDK.
 //! * [`VERSIONED_A`], [`VERSIONED_B`], [`VERSIONED_C`]: one guest in three variants that each
 //!   differ in one function, for export versions: `uses_helper`, `standalone`, `uses_lonely`.
@@ -37,6 +40,12 @@ pub const FAULTY: &str = env!("WASMPICKLE_ARTIFACT_FAULTY");
 
 /// `guest-examples/faulty-import`: imports a function no sandbox grants.
 pub const FAULTY_IMPORT: &str = env!("WASMPICKLE_ARTIFACT_FAULTY_IMPORT");
+
+/// `guest-examples/twins`: the objects `Counter` (`new(env: {start, step})`, `incr`, `add`,
+/// `get`, `reset`, and `fail`, which panics), `Stats` (`new()`, `push`, `extend`, `summary`)
+/// and `Kv` (`new(env: {max_entries})`, failing on 0; `set`, `get`, `remove`, `len`,
+/// `is_empty`, `keys`), each export named `Type.method`.
+pub const TWINS: &str = env!("WASMPICKLE_ARTIFACT_TWINS");
 
 /// `guest-examples/wat/add.wat`, assembled: a guest written without the SDK.
 pub const WAT_ADD: &str = env!("WASMPICKLE_ARTIFACT_WAT_ADD");
@@ -63,6 +72,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("math", MATH),
     ("faulty", FAULTY),
     ("faulty_import", FAULTY_IMPORT),
+    ("twins", TWINS),
     ("add", WAT_ADD),
     ("versioned_a", VERSIONED_A),
     ("versioned_b", VERSIONED_B),

@@ -66,9 +66,53 @@ pub enum ErrorKind {
     /// that is not deterministic (such as `wasmpickle.clock_ms`), so a stored result could
     /// differ from a fresh one. Run it without the memo.
     NotMemoizable,
+    /// The module cannot hold a live object: the export is not a constructor `<Name>.new`,
+    /// the module changes tables at run time or imports its memory (so a snapshot could not
+    /// capture its state), or the module given to restore is not a snapshot.
+    NotAnObject,
+    /// An earlier call on this object trapped, so its state may be half-updated; it refuses
+    /// calls and snapshots. Restore its last snapshot.
+    ObjectPoisoned,
+    /// The runtime already holds as many live objects as it may.
+    ObjectLimit,
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 25] = [
+        ErrorKind::Decode,
+        ErrorKind::Version,
+        ErrorKind::Encode,
+        ErrorKind::HashMismatch,
+        ErrorKind::CodeNotFound,
+        ErrorKind::StoreCorrupt,
+        ErrorKind::InvalidModule,
+        ErrorKind::ForbiddenImport,
+        ErrorKind::MissingExport,
+        ErrorKind::WrongSignature,
+        ErrorKind::BadInput,
+        ErrorKind::GuestError,
+        ErrorKind::GuestPanic,
+        ErrorKind::Trap,
+        ErrorKind::OutOfFuel,
+        ErrorKind::Deadline,
+        ErrorKind::MemoryLimit,
+        ErrorKind::AbiViolation,
+        ErrorKind::Signature,
+        ErrorKind::Io,
+        ErrorKind::Runtime,
+        ErrorKind::NotMemoizable,
+        ErrorKind::NotAnObject,
+        ErrorKind::ObjectPoisoned,
+        ErrorKind::ObjectLimit,
+    ];
+
+    /// The kind whose [`as_str`](ErrorKind::as_str) is `name`, as a worker or a log spells
+    /// it; `None` for a name this build does not know.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// A short, stable, kebab-case name, used in command-line output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -94,6 +138,9 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::Runtime => "runtime",
             ErrorKind::NotMemoizable => "not-memoizable",
+            ErrorKind::NotAnObject => "not-an-object",
+            ErrorKind::ObjectPoisoned => "object-poisoned",
+            ErrorKind::ObjectLimit => "object-limit",
         }
     }
 
@@ -103,7 +150,11 @@ impl ErrorKind {
     pub fn is_deterministic(self) -> bool {
         !matches!(
             self,
-            ErrorKind::Deadline | ErrorKind::Io | ErrorKind::Runtime | ErrorKind::StoreCorrupt
+            ErrorKind::Deadline
+                | ErrorKind::Io
+                | ErrorKind::Runtime
+                | ErrorKind::StoreCorrupt
+                | ErrorKind::ObjectLimit
         )
     }
 }
@@ -289,3 +340,18 @@ pub(crate) fn encode_error(e: wasmpickle_format::Error) -> Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_unique_name_that_parses_back() {
+        let mut names = std::collections::HashSet::new();
+        for kind in ErrorKind::ALL {
+            assert!(names.insert(kind.as_str()), "{kind:?}");
+            assert_eq!(ErrorKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(ErrorKind::from_name("no-such-kind"), None);
+    }
+}

@@ -57,6 +57,9 @@
 //!   feature, `RedisBackend`. Calls that can reach a granted clock are refused.
 //! * [`Journal`]: an append-only, checksummed file of executed calls and their
 //!   [`RecordedResult`]s; [`replay`] runs them again anywhere and reports every divergence.
+//! * [`Object`]: a guest value living in one instance between calls (a "twin"), made by
+//!   [`Runtime::spawn`] from a constructor call; [`Object::snapshot`] turns its whole state
+//!   into a new module that [`Runtime::restore`] (or any engine) resumes anywhere.
 //! * [`Error`] / [`ErrorKind`]: every failure has a kind a caller can act on — decode,
 //!   hash mismatch, missing export, guest panic, out of fuel, memory limit, and so on.
 //!
@@ -80,6 +83,7 @@ mod error;
 mod journal;
 mod limits;
 mod memo;
+mod object;
 mod runtime;
 mod sandbox;
 mod seal;
@@ -100,6 +104,7 @@ pub use memo::{
     BackendStats, Fetched, LruBackend, MEMO_FORMAT_VERSION, Memo, MemoBackend, MemoConfig, MemoKey,
     MemoLookup, MemoMiss, MemoStats, OUTCOME_VERSION, RecordedResult, RedbBackend,
 };
+pub use object::{CONSTRUCTOR, OBJECT_SECTION, Object, snapshot_object};
 pub use runtime::{Outcome, Runtime, RuntimeConfig};
 pub use seal::{SEALED_ENTRY, SEALED_SECTION, seal_call, seal_closure};
 pub use shake::{export_version, shake};

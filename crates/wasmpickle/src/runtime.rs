@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -35,11 +35,12 @@ const POOL_TABLE_ELEMENTS: u64 = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     limits: Limits,
-    keyring: Option<Keyring>,
+    pub(crate) keyring: Option<Keyring>,
     grants: Vec<Grant>,
     max_concurrent_calls: u32,
+    pub(crate) max_objects: usize,
     max_module_bytes: usize,
-    epoch_tick: Duration,
+    pub(crate) epoch_tick: Duration,
     code_store: Option<Arc<dyn CodeStore>>,
     compiled_cache: Option<PathBuf>,
     max_cached_modules: usize,
@@ -52,6 +53,7 @@ impl Default for RuntimeConfig {
             keyring: None,
             grants: Vec::new(),
             max_concurrent_calls: 64,
+            max_objects: 64,
             max_module_bytes: 64 << 20,
             epoch_tick: Duration::from_millis(10),
             code_store: None,
@@ -96,6 +98,16 @@ impl RuntimeConfig {
     /// address space (not memory) for one instance in the pooling allocator. Default: 64.
     pub fn max_concurrent_calls(&mut self, n: u32) -> &mut Self {
         self.max_concurrent_calls = n.max(1);
+        self
+    }
+
+    /// How many live [`Object`](crate::Object)s the runtime may hold at once; each keeps an
+    /// instance (and reserves its address space) for as long as it lives, apart from the
+    /// slots of [`max_concurrent_calls`](RuntimeConfig::max_concurrent_calls). Beyond it,
+    /// [`Runtime::spawn`] and [`Runtime::restore`] fail with [`ErrorKind::ObjectLimit`].
+    /// Default: 64.
+    pub fn max_objects(&mut self, n: usize) -> &mut Self {
+        self.max_objects = n;
         self
     }
 
@@ -160,13 +172,14 @@ impl RuntimeConfig {
 /// reused.
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
     pub(crate) engine: Engine,
     linker: Linker<Sandbox>,
-    config: RuntimeConfig,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) objects: AtomicUsize,
     modules: ModuleTable<Arc<Compiled>>,
     compiling: Mutex<HashMap<CodeHash, Arc<Mutex<()>>>>,
     cache: Option<CompiledCache>,
@@ -200,6 +213,9 @@ enum Source<'a> {
     Call(Option<&'a Arc<[u8]>>),
     /// A module given to [`Runtime::load`], hashed when it was made.
     Code(&'a Code),
+    /// The variant of a module that objects are instantiated from (`object.rs`), compiled
+    /// under [`object_key`](crate::object::object_key) of its hash and never stored.
+    Object(&'a Code),
 }
 
 impl Runtime {
@@ -214,13 +230,15 @@ impl Runtime {
         let limits = config.limits;
         let mut pool = PoolingAllocationConfig::new();
         let slots = config.max_concurrent_calls;
+        // Objects keep their instances; they get slots of their own.
+        let instances = slots.saturating_add(u32::try_from(config.max_objects).unwrap_or(u32::MAX));
         // The pool's own bounds are kept generous: a slot already reserves 4 GiB of address
         // space for a 32-bit memory, so allowing it all costs nothing, and the real caps are
         // enforced per call by the store's limiter. A module the caps forbid is then refused
         // with `MemoryLimit` when it is called, not as "invalid" when it is compiled.
-        pool.total_core_instances(slots)
-            .total_memories(slots)
-            .total_tables(slots)
+        pool.total_core_instances(instances)
+            .total_memories(instances)
+            .total_tables(instances)
             .max_memories_per_module(1)
             .max_tables_per_module(1)
             .max_memory_size(1 << 32)
@@ -289,6 +307,7 @@ impl Runtime {
                 compiling: Mutex::new(HashMap::new()),
                 cache,
                 stats: Counters::default(),
+                objects: AtomicUsize::new(0),
                 slots: Slots::new(slots),
                 ticker_stop,
                 ticker: Some(ticker),
@@ -423,6 +442,52 @@ impl Runtime {
         }
     }
 
+    /// The module an object is made from: inline in its constructor call, or from the code
+    /// store. (A compiled module alone is not enough: a snapshot is made from the bytes.)
+    pub(crate) fn object_code(&self, code: &CodeRef) -> Result<Code> {
+        let hash = code.hash();
+        if let Some(wasm) = code.wasm() {
+            let code = self.verify_inline(hash, wasm)?;
+            self.put_in_store(&code);
+            return Ok(code);
+        }
+        let found = match &self.inner.config.code_store {
+            Some(store) => store.get(&hash)?,
+            None => None,
+        };
+        match found {
+            Some(code) if code.hash() == hash => Ok(code),
+            Some(code) => Err(Error::new(
+                ErrorKind::StoreCorrupt,
+                format!("the code store returned {} for {hash}", code.hash()),
+            )
+            .with_code(hash)),
+            None => Err(Error::new(
+                ErrorKind::CodeNotFound,
+                format!(
+                    "code {hash} is not in this runtime's code store; an object's code must \
+                     travel inline or be stored"
+                ),
+            )
+            .with_code(hash)),
+        }
+    }
+
+    /// The compiled object variant of `code`.
+    pub(crate) fn object_compiled(&self, code: &Code) -> Result<Arc<Compiled>> {
+        self.compiled(crate::object::object_key(code.hash()), Source::Object(code))
+            .map_err(|e| match e.code_hash() {
+                // Errors name the module, not its internal variant.
+                Some(_) => e.with_code(code.hash()),
+                None => e,
+            })
+    }
+
+    /// Puts `code` into the code store, if there is one.
+    pub(crate) fn put_code(&self, code: &Code) {
+        self.put_in_store(code);
+    }
+
     fn resolve(&self, code: &CodeRef) -> Result<Arc<Compiled>> {
         self.compiled(code.hash(), Source::Call(code.wasm()))
     }
@@ -518,6 +583,7 @@ impl Runtime {
                 self.put_in_store(code);
                 Ok((code.wasm().clone(), true))
             }
+            Source::Object(code) => Ok((crate::object::expose(code)?.into(), true)),
             // With a store, inline bytes are made into a `Code` (validated and hashed) so
             // that they can be stored; without one, `compile` checks the hash alone.
             Source::Call(Some(wasm)) if store.is_some() => {
@@ -614,7 +680,7 @@ impl Runtime {
                 Ok(code) => self.put_in_store(&code),
                 Err(e) => tracing::debug!(code = %hash, error = %e, "inline code not stored"),
             },
-            Source::Call(None) => {}
+            Source::Call(None) | Source::Object(_) => {}
         }
     }
 
@@ -804,7 +870,7 @@ impl Drop for Inner {
 }
 
 /// Epoch ticks for a deadline: rounded up, plus one because the first tick may come at once.
-fn ticks_for(deadline: Duration, tick: Duration) -> u64 {
+pub(crate) fn ticks_for(deadline: Duration, tick: Duration) -> u64 {
     let ticks = deadline.as_nanos().div_ceil(tick.as_nanos().max(1));
     u64::try_from(ticks)
         .unwrap_or(u64::MAX - 1)

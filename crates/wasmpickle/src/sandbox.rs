@@ -8,7 +8,7 @@ use wasmpickle_format::Call;
 use wasmpickle_format::abi::{self, GuestFailure, Reply, Status};
 use wasmtime::{
     Caller, Engine, Extern, FuncType, Instance, Linker, Memory, ModuleExport, ResourceLimiter,
-    Store, Trap, ValType, WasmBacktrace,
+    Store, Trap, TypedFunc, ValType, WasmBacktrace,
 };
 
 use crate::error::{Error, ErrorKind, Result};
@@ -159,12 +159,25 @@ pub(crate) fn invoke(
     limits: &Limits,
     ticks: u64,
 ) -> Result<Outcome> {
-    let fail = |kind: ErrorKind, message: String| {
-        Error::new(kind, message)
-            .with_code(compiled.hash)
-            .with_export(call.export())
-    };
+    let mut store = new_store(engine, limits);
+    store
+        .set_fuel(limits.get_fuel())
+        .expect("the engine is configured with fuel");
+    store.set_epoch_deadline(ticks);
+    let live = instantiate(&mut store, compiled, call.export(), limits)?;
+    live.call(
+        &mut store,
+        compiled,
+        func,
+        call.export(),
+        call.env(),
+        call.args(),
+        limits,
+    )
+}
 
+/// A store for one instance, its memory and table caps enforced by a [`Limiter`].
+pub(crate) fn new_store(engine: &Engine, limits: &Limits) -> Store<Sandbox> {
     let mut store = Store::new(
         engine,
         Sandbox {
@@ -178,14 +191,31 @@ pub(crate) fn invoke(
     );
     store.limiter(|s| &mut s.limiter);
     store
-        .set_fuel(limits.get_fuel())
-        .expect("the engine is configured with fuel");
-    store.set_epoch_deadline(ticks);
+}
 
+/// An instance and the parts of the guest contract every call uses.
+pub(crate) struct Live {
+    pub(crate) instance: Instance,
+    pub(crate) memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+}
+
+/// Instantiates `compiled` in `store`. `export` names what the instance is for, in errors.
+pub(crate) fn instantiate(
+    store: &mut Store<Sandbox>,
+    compiled: &Compiled,
+    export: &str,
+    limits: &Limits,
+) -> Result<Live> {
+    let fail = |kind: ErrorKind, message: String| {
+        Error::new(kind, message)
+            .with_code(compiled.hash)
+            .with_export(export)
+    };
     if let Some(msg) = compiled.exceeds(limits) {
         return Err(fail(ErrorKind::MemoryLimit, msg));
     }
-    let instance = compiled.pre.instantiate(&mut store).map_err(|e| {
+    let instance = compiled.pre.instantiate(&mut *store).map_err(|e| {
         let kind = if store.data().limiter.refused.is_some() {
             ErrorKind::MemoryLimit
         } else {
@@ -194,96 +224,121 @@ pub(crate) fn invoke(
         fail(kind, format!("cannot instantiate {}", compiled.hash))
             .with_source(e.into_boxed_dyn_error())
     })?;
-
     let memory = instance
-        .get_module_export(&mut store, &compiled.memory)
+        .get_module_export(&mut *store, &compiled.memory)
         .and_then(Extern::into_memory)
         .expect("`memory` was checked when the module was linked");
     let alloc = instance
-        .get_module_export(&mut store, &compiled.alloc)
+        .get_module_export(&mut *store, &compiled.alloc)
         .and_then(Extern::into_func)
         .expect("the allocator was checked when the module was linked")
-        .typed::<i32, i32>(&store)
+        .typed::<i32, i32>(&*store)
         .expect("the allocator's type was checked when the module was linked");
-    let export = instance
-        .get_module_export(&mut store, func)
-        .and_then(Extern::into_func)
-        .expect("the export was checked when the module was linked")
-        .typed::<(i32, i32, i32, i32), i64>(&store)
-        .expect("the export's type was checked when the module was linked");
-
-    let (env, args) = (call.env(), call.args());
-    let total = env.len() + args.len();
-    // Both are bounded by the format (64 MiB each), so the sum fits an i32.
-    let total_i32 = i32::try_from(total).expect("env and args are bounded by the format");
-    let ptr = alloc
-        .call(&mut store, total_i32)
-        .map_err(|e| trapped(&mut store, &instance, memory, compiled, call, limits, e))?
-        as u32;
-    let input = region(ptr, total as u32, memory.data_size(&store)).ok_or_else(|| {
-        fail(
-            ErrorKind::AbiViolation,
-            format!(
-                "{} returned {ptr} for {total} bytes, outside the {}-byte memory",
-                abi::ALLOC_EXPORT,
-                memory.data_size(&store)
-            ),
-        )
-    })?;
-    let data = memory.data_mut(&mut store);
-    let (env_dst, args_dst) = data[input].split_at_mut(env.len());
-    env_dst.copy_from_slice(env);
-    args_dst.copy_from_slice(args);
-
-    let params = (
-        ptr as i32,
-        env.len() as i32,
-        ptr.wrapping_add(env.len() as u32) as i32,
-        args.len() as i32,
-    );
-    let packed = export
-        .call(&mut store, params)
-        .map_err(|e| trapped(&mut store, &instance, memory, compiled, call, limits, e))?;
-    let fuel_used = fuel_used(&store, limits);
-
-    let (rptr, rlen) = abi::unpack(packed);
-    let size = memory.data_size(&store);
-    let reply = region(rptr, rlen, size)
-        .map(|r| memory.data(&store)[r].to_vec())
-        .ok_or_else(|| {
-            fail(
-                ErrorKind::AbiViolation,
-                format!("`{}` returned a reply at {rptr} of {rlen} bytes, outside the {size}-byte memory", call.export()),
-            )
-            .with_fuel_used(fuel_used)
-        })?;
-    match abi::decode_reply(&reply) {
-        Ok(Reply::Ok(_)) => Ok(Outcome::new(reply, fuel_used)),
-        Ok(Reply::Failed(status, failure)) => {
-            let (kind, what) = match status {
-                Status::Error => (ErrorKind::GuestError, "failed"),
-                Status::BadInput => (ErrorKind::BadInput, "rejected its input"),
-                Status::Panic => (ErrorKind::GuestPanic, "panicked"),
-                _ => (ErrorKind::AbiViolation, "returned an unknown status"),
-            };
-            Err(fail(
-                kind,
-                format!("`{}` {what}: {}", call.export(), describe(&failure)),
-            )
-            .with_guest(failure)
-            .with_fuel_used(fuel_used))
-        }
-        Err(e) => Err(fail(
-            ErrorKind::AbiViolation,
-            format!("`{}` returned a malformed reply", call.export()),
-        )
-        .with_source(e)
-        .with_fuel_used(fuel_used)),
-    }
+    Ok(Live {
+        instance,
+        memory,
+        alloc,
+    })
 }
 
-fn fuel_used(store: &Store<Sandbox>, limits: &Limits) -> u64 {
-    limits.get_fuel() - store.get_fuel().unwrap_or(0)
+impl Live {
+    /// The calling sequence of `docs/abi.md` §3 on this instance: copies `env` and `args`
+    /// in, calls `func` (exported as `export`) and reads its reply. Fuel and the deadline are
+    /// whatever the store was given.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn call(
+        &self,
+        store: &mut Store<Sandbox>,
+        compiled: &Compiled,
+        func: &ModuleExport,
+        export: &str,
+        env: &[u8],
+        args: &[u8],
+        limits: &Limits,
+    ) -> Result<Outcome> {
+        let fail = |kind: ErrorKind, message: String| {
+            Error::new(kind, message)
+                .with_code(compiled.hash)
+                .with_export(export)
+        };
+        let (instance, memory) = (&self.instance, self.memory);
+        let func = instance
+            .get_module_export(&mut *store, func)
+            .and_then(Extern::into_func)
+            .expect("the export was checked when the module was linked")
+            .typed::<(i32, i32, i32, i32), i64>(&*store)
+            .expect("the export's type was checked when the module was linked");
+        let fuel_at_start = store.get_fuel().unwrap_or(0);
+        let used = |store: &Store<Sandbox>| fuel_at_start - store.get_fuel().unwrap_or(0);
+
+        let total = env.len() + args.len();
+        // Both are bounded by the format (64 MiB each), so the sum fits an i32.
+        let total_i32 = i32::try_from(total).expect("env and args are bounded by the format");
+        let ptr = self.alloc.call(&mut *store, total_i32).map_err(|e| {
+            let fuel = used(store);
+            trapped(store, instance, memory, compiled, export, limits, fuel, e)
+        })? as u32;
+        let input = region(ptr, total as u32, memory.data_size(&*store)).ok_or_else(|| {
+            fail(
+                ErrorKind::AbiViolation,
+                format!(
+                    "{} returned {ptr} for {total} bytes, outside the {}-byte memory",
+                    abi::ALLOC_EXPORT,
+                    memory.data_size(&*store)
+                ),
+            )
+        })?;
+        let data = memory.data_mut(&mut *store);
+        let (env_dst, args_dst) = data[input].split_at_mut(env.len());
+        env_dst.copy_from_slice(env);
+        args_dst.copy_from_slice(args);
+
+        let params = (
+            ptr as i32,
+            env.len() as i32,
+            ptr.wrapping_add(env.len() as u32) as i32,
+            args.len() as i32,
+        );
+        let packed = func.call(&mut *store, params).map_err(|e| {
+            let fuel = used(store);
+            trapped(store, instance, memory, compiled, export, limits, fuel, e)
+        })?;
+        let fuel_used = used(store);
+
+        let (rptr, rlen) = abi::unpack(packed);
+        let size = memory.data_size(&*store);
+        let reply = region(rptr, rlen, size)
+            .map(|r| memory.data(&*store)[r].to_vec())
+            .ok_or_else(|| {
+                fail(
+                    ErrorKind::AbiViolation,
+                    format!("`{export}` returned a reply at {rptr} of {rlen} bytes, outside the {size}-byte memory"),
+                )
+                .with_fuel_used(fuel_used)
+            })?;
+        match abi::decode_reply(&reply) {
+            Ok(Reply::Ok(_)) => Ok(Outcome::new(reply, fuel_used)),
+            Ok(Reply::Failed(status, failure)) => {
+                let (kind, what) = match status {
+                    Status::Error => (ErrorKind::GuestError, "failed"),
+                    Status::BadInput => (ErrorKind::BadInput, "rejected its input"),
+                    Status::Panic => (ErrorKind::GuestPanic, "panicked"),
+                    _ => (ErrorKind::AbiViolation, "returned an unknown status"),
+                };
+                Err(
+                    fail(kind, format!("`{export}` {what}: {}", describe(&failure)))
+                        .with_guest(failure)
+                        .with_fuel_used(fuel_used),
+                )
+            }
+            Err(e) => Err(fail(
+                ErrorKind::AbiViolation,
+                format!("`{export}` returned a malformed reply"),
+            )
+            .with_source(e)
+            .with_fuel_used(fuel_used)),
+        }
+    }
 }
 
 fn describe(f: &GuestFailure) -> String {
@@ -295,16 +350,17 @@ fn describe(f: &GuestFailure) -> String {
 }
 
 /// Classifies an error raised while guest code ran.
+#[allow(clippy::too_many_arguments)]
 fn trapped(
     store: &mut Store<Sandbox>,
     instance: &Instance,
     memory: Memory,
     compiled: &Compiled,
-    call: &Call,
+    export: &str,
     limits: &Limits,
+    fuel: u64,
     err: wasmtime::Error,
 ) -> Error {
-    let fuel = fuel_used(store, limits);
     // wasmtime's rendering starts with a header line; keep only the frames.
     let backtrace = err.downcast_ref::<WasmBacktrace>().map(|bt| {
         let text = bt.to_string();
@@ -313,7 +369,6 @@ fn trapped(
             None => text,
         }
     });
-    let export = call.export();
     let (kind, message, guest) = if let Some(v) = err.downcast_ref::<GuestAbiViolation>() {
         (
             ErrorKind::AbiViolation,
