@@ -10,7 +10,7 @@
 //!   fuel and a deadline set per call.
 //! * `method/floor/incr`: the same export called on a kept instance by hand: an engine
 //!   configured like ours (fuel, epochs, NaN canonicalization), fuel set per call, the
-//!   allocator called and the arguments copied in, the reply copied out.
+//!   allocator called and the arguments copied in, the reply copied out, both buffers freed.
 //! * `move/snapshot/kv_{n}` and `move/restore/kv_{n}`: a `Kv` with `n` entries made into a
 //!   module, and that module resumed (its compiled variant already cached).
 
@@ -37,6 +37,7 @@ struct Floor {
     store: Store<()>,
     memory: wasmtime::Memory,
     alloc: TypedFunc<i32, i32>,
+    free: TypedFunc<(i32, i32), ()>,
     incr: TypedFunc<(i32, i32, i32, i32), i64>,
 }
 
@@ -58,6 +59,9 @@ impl Floor {
         let alloc = instance
             .get_typed_func::<i32, i32>(&mut store, "wasmpickle_alloc")
             .unwrap();
+        let free = instance
+            .get_typed_func::<(i32, i32), ()>(&mut store, "wasmpickle_free")
+            .unwrap();
         let new = instance
             .get_typed_func::<(i32, i32, i32, i32), i64>(&mut store, "Counter.new")
             .unwrap();
@@ -68,6 +72,7 @@ impl Floor {
             store,
             memory,
             alloc,
+            free,
             incr,
         };
         let env =
@@ -95,7 +100,13 @@ impl Floor {
             )
             .unwrap() as u64;
         let (ptr, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
-        self.memory.data(&self.store)[ptr..ptr + len].to_vec()
+        let reply = self.memory.data(&self.store)[ptr..ptr + len].to_vec();
+        // A kept instance must get its buffers back, as the host gives them.
+        self.free.call(&mut self.store, (p, total as i32)).unwrap();
+        self.free
+            .call(&mut self.store, (ptr as i32, len as i32))
+            .unwrap();
+        reply
     }
 }
 

@@ -21,7 +21,11 @@
 //!   made from.
 //!
 //! Instantiating that module *is* the object, resumed: any engine does it with no wasmpickle
-//! code, a wasmpickle runtime does it with [`Runtime::restore`], and the snapshot travels,
+//! code. A wasmpickle runtime ([`Runtime::restore`]) does the same without compiling every
+//! snapshot anew: it splits the snapshot into its *shell* (the module with no state: memory
+//! starting empty, mutable globals zero, no image segments), which is the same for every
+//! snapshot of the object and so compiles once, and the state, which it writes into the
+//! shell's fresh instance. The snapshot travels,
 //! is stored and is addressed like any other code, by its [`CodeHash`]. The same state gives
 //! the same bytes and the same hash.
 //!
@@ -532,7 +536,7 @@ impl Runtime {
             data_base: 0,
         };
         let limits = self.limits().restrict(call.limits());
-        let mut object = self.instantiate_object(code, info, limits)?;
+        let mut object = self.instantiate_object(code.clone(), &code, info, limits)?;
         object.call_export(export, call.env(), call.args(), &CallLimits::new())?;
         // `calls` counts method calls.
         object.calls = 0;
@@ -565,7 +569,10 @@ impl Runtime {
             ));
         };
         self.put_code(snapshot);
-        self.instantiate_object(snapshot.clone(), info, *self.limits())
+        let (shell, image) = split_snapshot(snapshot, &info)?;
+        let mut object = self.instantiate_object(snapshot.clone(), &shell, info, *self.limits())?;
+        object.load_image(&image)?;
+        Ok(object)
     }
 
     /// How many objects are alive in this runtime.
@@ -573,7 +580,14 @@ impl Runtime {
         self.inner.objects.load(Ordering::Acquire)
     }
 
-    fn instantiate_object(&self, code: Code, info: ObjectInfo, limits: Limits) -> Result<Object> {
+    /// An object of `code`, instantiated from `from` (`code` itself, or a snapshot's shell).
+    fn instantiate_object(
+        &self,
+        code: Code,
+        from: &Code,
+        info: ObjectInfo,
+        limits: Limits,
+    ) -> Result<Object> {
         let max = self.inner.config.max_objects;
         let taken = self
             .inner
@@ -589,7 +603,7 @@ impl Runtime {
             .with_code(code.hash()));
         }
         let ticket = Ticket(self.clone());
-        let compiled = self.object_compiled(&code)?;
+        let compiled = self.object_compiled(from)?;
         let mut store = sandbox::new_store(&self.inner.engine, &limits);
         store
             .set_fuel(limits.get_fuel())
@@ -598,7 +612,8 @@ impl Runtime {
             limits.get_deadline(),
             self.inner.config.epoch_tick,
         ));
-        let live = sandbox::instantiate(&mut store, &compiled, &info.object, &limits)?;
+        let mut live = sandbox::instantiate(&mut store, &compiled, &info.object, &limits)?;
+        live.free_after_calls(&mut store);
         let mut globals = Vec::new();
         for name in compiled.exports.keys() {
             let Some(index) = name
@@ -639,6 +654,154 @@ pub fn snapshot_object(code: &Code) -> Option<String> {
     object_info(code).ok().flatten().map(|i| i.object)
 }
 
+/// A snapshot's state, taken out of its module: what [`Object::load_image`] puts back.
+struct Image {
+    pages: u64,
+    segments: Vec<(u32, Vec<u8>)>,
+    globals: Vec<(u32, Val)>,
+}
+
+/// Splits a snapshot into its *shell* (the module with no state in it: memory starting
+/// empty, mutable globals zero, no image segments, no object section) and its [`Image`].
+///
+/// Every snapshot of one object type and origin has the same shell, so restoring compiles
+/// the shell once per process (or never, with a compiled cache) and then only instantiates
+/// it and writes the state in; compiling each snapshot, a new module every time, would cost
+/// as much as compiling the original module on every move.
+fn split_snapshot(snapshot: &Code, info: &ObjectInfo) -> Result<(Code, Image)> {
+    let wasm: &[u8] = snapshot.wasm();
+    let bad = |e: &dyn fmt::Display| not_an_object(snapshot.hash(), e);
+    let mut rt = RoundtripReencoder;
+    let mut module = wasm_encoder::Module::new();
+    let mut image = Image {
+        pages: 0,
+        segments: Vec::new(),
+        globals: Vec::new(),
+    };
+    let mut global_index = 0u32;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(|e| bad(&e))?;
+        match &payload {
+            Payload::Version { .. } | Payload::End(_) | Payload::CodeSectionEntry(_) => {}
+            Payload::ImportSection(s) => {
+                for import in s.clone().into_imports() {
+                    if let TypeRef::Global(_) = import.map_err(|e| bad(&e))?.ty {
+                        global_index += 1;
+                    }
+                }
+                copy(&mut module, &payload, wasm);
+            }
+            Payload::MemorySection(s) => {
+                let mut memories = wasm_encoder::MemorySection::new();
+                for memory in s.clone() {
+                    let mut ty = rt
+                        .memory_type(memory.map_err(|e| bad(&e))?)
+                        .map_err(|e| bad(&e))?;
+                    image.pages = ty.minimum;
+                    ty.minimum = 0;
+                    memories.memory(ty);
+                }
+                module.section(&memories);
+            }
+            Payload::GlobalSection(s) => {
+                let mut globals = wasm_encoder::GlobalSection::new();
+                for global in s.clone() {
+                    let global = global.map_err(|e| bad(&e))?;
+                    let ty = rt.global_type(global.ty).map_err(|e| bad(&e))?;
+                    let init = if global.ty.mutable {
+                        let value = const_value(&global.init_expr).ok_or_else(|| {
+                            bad(&format_args!("global {global_index} is not a constant"))
+                        })?;
+                        let zero = zero_of(&value);
+                        image.globals.push((global_index, value));
+                        const_of(&zero).expect("a number or vector")
+                    } else {
+                        rt.const_expr(global.init_expr).map_err(|e| bad(&e))?
+                    };
+                    globals.global(ty, &init);
+                    global_index += 1;
+                }
+                module.section(&globals);
+            }
+            Payload::DataCountSection { .. } => {
+                module.section(&wasm_encoder::DataCountSection {
+                    count: info.data_base,
+                });
+            }
+            Payload::DataSection(s) => {
+                let mut data = wasm_encoder::DataSection::new();
+                for (i, segment) in s.clone().into_iter().enumerate() {
+                    let segment = segment.map_err(|e| bad(&e))?;
+                    if (i as u32) < info.data_base {
+                        match segment.kind {
+                            DataKind::Passive => data.passive(segment.data.iter().copied()),
+                            DataKind::Active { .. } => {
+                                return Err(bad(&format_args!(
+                                    "data segment {i} of the module's own is active"
+                                )));
+                            }
+                        };
+                        continue;
+                    }
+                    let offset = match segment.kind {
+                        DataKind::Active {
+                            memory_index: 0,
+                            offset_expr,
+                        } => match const_value(&offset_expr) {
+                            Some(Val::I32(o)) => o as u32,
+                            _ => {
+                                return Err(bad(&format_args!(
+                                    "image segment {i} has no i32 offset"
+                                )));
+                            }
+                        },
+                        _ => return Err(bad(&format_args!("image segment {i} is not active"))),
+                    };
+                    image.segments.push((offset, segment.data.to_vec()));
+                }
+                module.section(&data);
+            }
+            Payload::StartSection { .. } => {
+                return Err(bad(&"a snapshot has no start function"));
+            }
+            Payload::CustomSection(c) if c.name() == OBJECT_SECTION => {}
+            _ => copy(&mut module, &payload, wasm),
+        }
+    }
+    let shell = Code::new(module.finish()).map_err(|e| {
+        not_an_object(
+            snapshot.hash(),
+            "its code does not validate without its state",
+        )
+        .with_source(e)
+    })?;
+    Ok((shell, image))
+}
+
+/// The value of a constant expression of one `*.const` instruction.
+fn const_value(expr: &wasmparser::ConstExpr<'_>) -> Option<Val> {
+    let mut ops = expr.get_operators_reader();
+    let value = match ops.read().ok()? {
+        Operator::I32Const { value } => Val::I32(value),
+        Operator::I64Const { value } => Val::I64(value),
+        Operator::F32Const { value } => Val::F32(value.bits()),
+        Operator::F64Const { value } => Val::F64(value.bits()),
+        Operator::V128Const { value } => Val::V128(u128::from_le_bytes(*value.bytes()).into()),
+        _ => return None,
+    };
+    matches!(ops.read().ok()?, Operator::End).then_some(value)
+}
+
+fn zero_of(value: &Val) -> Val {
+    match value {
+        Val::I64(_) => Val::I64(0),
+        Val::F32(_) => Val::F32(0),
+        Val::F64(_) => Val::F64(0),
+        Val::V128(_) => Val::V128(0u128.into()),
+        _ => Val::I32(0),
+    }
+}
+
 /// How many data segments `code` has.
 fn data_segments(code: &Code) -> Result<u32> {
     for payload in Parser::new(0).parse_all(code.wasm()) {
@@ -650,6 +813,44 @@ fn data_segments(code: &Code) -> Result<u32> {
 }
 
 impl Object {
+    /// Puts a snapshot's state into the fresh instance of its shell.
+    fn load_image(&mut self, image: &Image) -> Result<()> {
+        let hash = self.code.hash();
+        let bad = |what: String| not_an_object(hash, what);
+        let have = self.live.memory.size(&self.store);
+        if image.pages > have {
+            self.live
+                .memory
+                .grow(&mut self.store, image.pages - have)
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::MemoryLimit,
+                        format!(
+                            "snapshot {hash} needs {} bytes of memory, more than its limit",
+                            image.pages * 65_536
+                        ),
+                    )
+                    .with_code(hash)
+                    .with_source(e.into_boxed_dyn_error())
+                })?;
+        }
+        for (offset, bytes) in &image.segments {
+            self.live
+                .memory
+                .write(&mut self.store, *offset as usize, bytes)
+                .map_err(|_| bad(format!("an image segment at {offset} lies outside memory")))?;
+        }
+        for (index, value) in &image.globals {
+            let Some((_, global)) = self.globals.iter().find(|(i, _)| i == index) else {
+                return Err(bad(format!("global {index} is not a mutable global")));
+            };
+            global
+                .set(&mut self.store, *value)
+                .map_err(|e| bad(format!("global {index} does not take {value:?}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// The object type's name (`Counter` for exports `Counter.new`, `Counter.incr`, ...).
     pub fn name(&self) -> &str {
         &self.name

@@ -198,6 +198,9 @@ pub(crate) struct Live {
     pub(crate) instance: Instance,
     pub(crate) memory: Memory,
     alloc: TypedFunc<i32, i32>,
+    /// `wasmpickle_free`, for instances that outlive a call (objects): their inputs and
+    /// replies are given back after each call, or memory would grow with every call.
+    free: Option<TypedFunc<(i32, i32), ()>>,
 }
 
 /// Instantiates `compiled` in `store`. `export` names what the instance is for, in errors.
@@ -238,10 +241,20 @@ pub(crate) fn instantiate(
         instance,
         memory,
         alloc,
+        free: None,
     })
 }
 
 impl Live {
+    /// Makes [`Live::call`] give inputs and replies back with `wasmpickle_free` when the
+    /// module exports it (`docs/abi.md` §11).
+    pub(crate) fn free_after_calls(&mut self, store: &mut Store<Sandbox>) {
+        self.free = self
+            .instance
+            .get_typed_func::<(i32, i32), ()>(&mut *store, abi::FREE_EXPORT)
+            .ok();
+    }
+
     /// The calling sequence of `docs/abi.md` §3 on this instance: copies `env` and `args`
     /// in, calls `func` (exported as `export`) and reads its reply. Fuel and the deadline are
     /// whatever the store was given.
@@ -316,6 +329,17 @@ impl Live {
                 )
                 .with_fuel_used(fuel_used)
             })?;
+        if let Some(free) = &self.free {
+            for (p, len) in [(ptr, total as u32), (rptr, rlen)] {
+                if len > 0 {
+                    free.call(&mut *store, (p as i32, len as i32))
+                        .map_err(|e| {
+                            let fuel = used(store);
+                            trapped(store, instance, memory, compiled, export, limits, fuel, e)
+                        })?;
+                }
+            }
+        }
         match abi::decode_reply(&reply) {
             Ok(Reply::Ok(_)) => Ok(Outcome::new(reply, fuel_used)),
             Ok(Reply::Failed(status, failure)) => {
