@@ -7,16 +7,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
 use wasmpickle::{Call, Code, CodeHash, ErrorKind, MemoryStore, Runtime, RuntimeConfig};
 use wasmpickle_test_artifacts::{MATH, WAT_ADD, read};
 
+use crate::support::math::Scale;
 use crate::support::*;
-
-#[derive(Serialize)]
-struct Scale {
-    factor: f64,
-}
 
 fn scale_call() -> (Code, Call) {
     let code = Code::new(read(MATH)).unwrap();

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::support::math::Scale;
 use proptest::prelude::*;
 use serde::Serialize;
 use wasmpickle::format::{ErrorKind, Header, PickleKind};
@@ -11,11 +12,6 @@ use wasmpickle::{Call, CallLimits, Closure, CodeHash, CodeRef};
 
 /// The smallest valid module: magic and version, nothing else.
 const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
-
-#[derive(Serialize)]
-struct Scale {
-    factor: f64,
-}
 
 #[derive(Serialize)]
 struct Poly {

@@ -5,44 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use crate::support::math::{Div, Fold, Msg, Poly, Scale, WordCfg};
 use wasmpickle::{
     Call, CallLimits, Closure, Code, CodeHash, CodeRef, Error, ErrorKind, Limits, Runtime,
     RuntimeConfig,
 };
 use wasmpickle_test_artifacts::{FAULTY, FAULTY_IMPORT, MATH, WAT_ADD};
-
-#[derive(Serialize, Deserialize, Clone)]
-struct Scale {
-    factor: f64,
-}
-
-#[derive(Serialize)]
-struct Poly {
-    coeffs: Vec<f64>,
-}
-
-#[derive(Serialize)]
-struct WordCfg {
-    lowercase: bool,
-    min_len: u32,
-}
-
-#[derive(Serialize)]
-struct Fold {
-    seed: u64,
-    multiplier: u64,
-}
-
-#[derive(Serialize)]
-struct Div {
-    divisor: i64,
-}
-
-#[derive(Serialize)]
-struct Msg {
-    text: String,
-}
 
 fn code(path: &str) -> Code {
     static CACHE: OnceLock<std::sync::Mutex<BTreeMap<String, Code>>> = OnceLock::new();

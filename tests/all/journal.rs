@@ -9,7 +9,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use wasmpickle::{
@@ -19,12 +18,8 @@ use wasmpickle::{
 use wasmpickle_test_artifacts::{MATH, VERSIONED_A};
 
 use crate::memo::clock_code;
+use crate::support::math::Scale;
 use crate::support::{abi_code, cli_binary, runtime, runtime_with};
-
-#[derive(Serialize)]
-struct Scale {
-    factor: f64,
-}
 
 fn scale(x: f64) -> Call {
     Code::from_file(MATH)

@@ -18,18 +18,8 @@ use wasmpickle::{Call, CallLimits, Code, Limits, Runtime, RuntimeConfig, Signing
 use wasmpickle_pool::frame::{read_frame, write_frame};
 use wasmpickle_pool::{Address, Client, ErrorKind, Pool, PoolConfig};
 
+use crate::support::math::{Fold, Scale};
 use crate::support::*;
-
-#[derive(Serialize)]
-struct Scale {
-    factor: f64,
-}
-
-#[derive(Serialize)]
-struct Fold {
-    seed: u64,
-    multiplier: u64,
-}
 
 fn math() -> Code {
     Code::from_file(wasmpickle_test_artifacts::MATH).expect("the math guest loads")

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use crate::support::math::{Div, Fold, Msg, Poly, Scale, WordCfg};
+use serde::Deserialize;
 use wasmpickle::format::abi::{self, Status};
 use wasmpickle::format::codec;
 use wasmpickle::{
@@ -15,38 +16,6 @@ use wasmpickle_test_artifacts::{
     FAULTY, MATH, MATH_ELSEWHERE, VERSIONED_A, VERSIONED_B, VERSIONED_C, WAT_ADD,
 };
 use wasmtime::{Engine, Instance, Module, Store, TypedFunc};
-
-#[derive(Serialize)]
-struct Scale {
-    factor: f64,
-}
-
-#[derive(Serialize)]
-struct Poly {
-    coeffs: Vec<f64>,
-}
-
-#[derive(Serialize)]
-struct WordCfg {
-    lowercase: bool,
-    min_len: u32,
-}
-
-#[derive(Serialize)]
-struct Fold {
-    seed: u64,
-    multiplier: u64,
-}
-
-#[derive(Serialize)]
-struct Div {
-    divisor: i64,
-}
-
-#[derive(Serialize)]
-struct Msg {
-    text: String,
-}
 
 fn math() -> Code {
     Code::from_file(MATH).unwrap()

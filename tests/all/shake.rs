@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use crate::support::math::{Div, Fold, Msg, Poly, Scale, WordCfg};
 use serde::Serialize;
 use wasmpickle::{
     Call, Code, CodeHash, Error, ErrorKind, Limits, Outcome, Runtime, RuntimeConfig,
@@ -96,38 +97,6 @@ fn sample<E: Serialize, A: Serialize>(export: &'static str, env: E, args: A) -> 
         env: wasmpickle::format::codec::to_canonical_msgpack(&env).unwrap(),
         args: wasmpickle::format::codec::to_canonical_msgpack(&args).unwrap(),
     }
-}
-
-#[derive(Serialize)]
-struct Scale {
-    factor: f64,
-}
-
-#[derive(Serialize)]
-struct Poly {
-    coeffs: Vec<f64>,
-}
-
-#[derive(Serialize)]
-struct WordCfg {
-    lowercase: bool,
-    min_len: u32,
-}
-
-#[derive(Serialize)]
-struct Fold {
-    seed: u64,
-    multiplier: u64,
-}
-
-#[derive(Serialize)]
-struct Div {
-    divisor: i64,
-}
-
-#[derive(Serialize)]
-struct Msg {
-    text: String,
 }
 
 fn samples() -> Vec<(&'static str, Vec<Sample>)> {

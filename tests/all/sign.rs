@@ -1,15 +1,10 @@
 //! Signed calls: a runtime that requires signatures runs what its keys vouch for and refuses
 //! everything else before anything is decoded or compiled.
 
+use crate::support::math::Scale;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRng, TestRunner};
-use serde::Serialize;
 use wasmpickle::{Code, ErrorKind, Keyring, Runtime, RuntimeConfig, SigningKey};
-
-#[derive(Serialize)]
-struct Scale {
-    factor: f64,
-}
 
 fn key(id: &str, byte: u8) -> SigningKey {
     SigningKey::new(id, &[byte; 32]).unwrap()

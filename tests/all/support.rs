@@ -149,3 +149,47 @@ pub(crate) fn wasmpickle_cli(args: &[&str], log: Option<&str>) -> std::process::
     }
     cmd.output().expect("the CLI runs")
 }
+
+/// The environments of the example guests' exports (`guest-examples/math`, and `faulty`'s
+/// `panic_now`), as the host side encodes them.
+pub(crate) mod math {
+    use serde::{Deserialize, Serialize};
+
+    /// `scale`'s environment.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub(crate) struct Scale {
+        pub(crate) factor: f64,
+    }
+
+    /// `polynomial`'s environment.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub(crate) struct Poly {
+        pub(crate) coeffs: Vec<f64>,
+    }
+
+    /// `word_counts`' environment.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub(crate) struct WordCfg {
+        pub(crate) lowercase: bool,
+        pub(crate) min_len: u32,
+    }
+
+    /// `fold_bytes`' environment.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub(crate) struct Fold {
+        pub(crate) seed: u64,
+        pub(crate) multiplier: u64,
+    }
+
+    /// `checked_div`'s environment.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub(crate) struct Div {
+        pub(crate) divisor: i64,
+    }
+
+    /// `panic_now`'s environment (`guest-examples/faulty`).
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub(crate) struct Msg {
+        pub(crate) text: String,
+    }
+}

@@ -131,15 +131,8 @@ impl Map {
     pub(crate) fn run(&self) -> anyhow::Result<ExitCode> {
         let code = stdio::load_module(&self.module)?;
         code.check_export(&self.export)?;
-        let env = match (&self.env, &self.env_file) {
-            (Some(text), _) => json::parse(text, "--env")?,
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                json::parse(&text, &path.display().to_string())?
-            }
-            (None, None) => Value::Null,
-        };
+        let env = crate::pack::read_json(self.env.as_deref(), self.env_file.as_deref(), "--env")?
+            .unwrap_or(Value::Null);
         let closure = Closure::from_parts(code.code_ref(), &self.export, json::to_msgpack(&env)?)?;
         let limits = self.limits.call_limits();
         let calls = self.read_calls(&closure.by_reference(), &limits)?;

@@ -149,7 +149,7 @@ impl Pack {
 }
 
 /// The JSON of `--env`/`--args` or their `-file` twins, if either was given.
-fn read_json(
+pub(crate) fn read_json(
     inline: Option<&str>,
     file: Option<&Path>,
     flag: &str,

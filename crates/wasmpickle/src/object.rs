@@ -244,13 +244,9 @@ struct State<'a> {
 }
 
 /// A snapshot module: `code` with `state` as its initial memory and globals (see the module
-/// docs). `base` is how many data segments of `code` are its own.
-fn snapshot_module(
-    code: &Code,
-    info: &ObjectInfo,
-    base: u32,
-    state: &State<'_>,
-) -> Result<Vec<u8>> {
+/// docs). `info.data_base` is how many data segments of `code` are its own.
+fn snapshot_module(code: &Code, info: &ObjectInfo, state: &State<'_>) -> Result<Vec<u8>> {
+    let base = info.data_base;
     let wasm: &[u8] = code.wasm();
     let bug = |e: &dyn fmt::Display| {
         Error::new(
@@ -428,9 +424,9 @@ pub struct Object {
     runtime: Runtime,
     compiled: Arc<Compiled>,
     code: Code,
-    name: String,
-    origin: String,
-    base: u32,
+    /// What a snapshot's [`OBJECT_SECTION`] says: the type, the origin, and how many data
+    /// segments of `code` are the module's own.
+    info: ObjectInfo,
     limits: Limits,
     // Declared before `_ticket`, so the instance is freed before the slot is given back.
     store: Store<Sandbox>,
@@ -455,7 +451,7 @@ impl Drop for Ticket {
 impl fmt::Debug for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Object")
-            .field("name", &self.name)
+            .field("name", &self.info.object)
             .field("code", &self.code.hash())
             .field("calls", &self.calls)
             .field("poisoned", &self.poisoned.is_some())
@@ -533,7 +529,7 @@ impl Runtime {
             format: 1,
             object: name.to_owned(),
             origin: code.hash().to_string(),
-            data_base: 0,
+            data_base: data_segments(&code)?,
         };
         let limits = self.limits().restrict(call.limits());
         let mut object = self.instantiate_object(code.clone(), &code, info, limits)?;
@@ -629,13 +625,10 @@ impl Runtime {
             globals.push((index, global));
         }
         globals.sort_by_key(|(i, _)| *i);
-        let base = object_info(&code)?.map_or_else(|| data_segments(&code), |i| Ok(i.data_base))?;
         Ok(Object {
             runtime: self.clone(),
             compiled,
-            name: info.object,
-            origin: info.origin,
-            base,
+            info,
             code,
             limits,
             store,
@@ -853,7 +846,7 @@ impl Object {
 
     /// The object type's name (`Counter` for exports `Counter.new`, `Counter.incr`, ...).
     pub fn name(&self) -> &str {
-        &self.name
+        &self.info.object
     }
 
     /// The module this instance was made from: the original module, or the snapshot it was
@@ -865,7 +858,7 @@ impl Object {
     /// The code hash of the module the object was first constructed from, carried through
     /// every snapshot.
     pub fn origin(&self) -> &str {
-        &self.origin
+        &self.info.origin
     }
 
     /// The limits the object runs under: fuel and deadline per call, memory for its life.
@@ -875,7 +868,7 @@ impl Object {
 
     /// The methods the object's module exports (`incr` for `Counter.incr`), sorted.
     pub fn methods(&self) -> Vec<String> {
-        let prefix = format!("{}.", self.name);
+        let prefix = format!("{}.", self.info.object);
         let mut methods: Vec<String> = self
             .compiled
             .exports
@@ -929,7 +922,7 @@ impl Object {
         args: &[u8],
         limits: &CallLimits,
     ) -> Result<Outcome> {
-        let export = format!("{}.{method}", self.name);
+        let export = format!("{}.{method}", self.info.object);
         if method == CONSTRUCTOR || method.is_empty() {
             return Err(self.missing(&export));
         }
@@ -941,9 +934,9 @@ impl Object {
             ErrorKind::MissingExport,
             format!(
                 "object {} has no method `{}`; its methods: {}",
-                self.name,
+                self.info.object,
                 export
-                    .strip_prefix(&format!("{}.", self.name))
+                    .strip_prefix(&format!("{}.", self.info.object))
                     .unwrap_or(export),
                 self.methods().join(", ")
             ),
@@ -964,7 +957,7 @@ impl Object {
                 ErrorKind::ObjectPoisoned,
                 format!(
                     "object {} is poisoned: {why}; restore a snapshot to go on",
-                    self.name
+                    self.info.object
                 ),
             )
             .with_code(self.code.hash())
@@ -1024,7 +1017,7 @@ impl Object {
                 ErrorKind::ObjectPoisoned,
                 format!(
                     "object {} is poisoned ({why}), so it has no state to snapshot",
-                    self.name
+                    self.info.object
                 ),
             )
             .with_code(self.code.hash()));
@@ -1037,19 +1030,13 @@ impl Object {
             memory: self.live.memory.data(&self.store),
             globals: values,
         };
-        let info = ObjectInfo {
-            format: 1,
-            object: self.name.clone(),
-            origin: self.origin.clone(),
-            data_base: self.base,
-        };
-        let wasm = snapshot_module(&self.code, &info, self.base, &state)?;
+        let wasm = snapshot_module(&self.code, &self.info, &state)?;
         Code::new(wasm).map_err(|e| {
             Error::new(
                 ErrorKind::Runtime,
                 format!(
                     "the snapshot of object {} does not validate (a bug in wasmpickle)",
-                    self.name
+                    self.info.object
                 ),
             )
             .with_source(e)
